@@ -1,0 +1,49 @@
+"""Fixtures that start real simulated rigs (Docker containers booting systemd). Marked `sim`."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import simctl  # noqa: E402
+
+
+class Rig:
+    def __init__(self, name: str):
+        self.name = name
+
+    def sh(self, script: str, check: bool = True, user: str | None = None) -> subprocess.CompletedProcess:
+        res = simctl.docker_exec(self.name, "sh", "-c", script, check=False, user=user)
+        if check and res.returncode != 0:
+            raise AssertionError(f"rig command failed ({res.returncode}): {script}\n{res.stdout}\n{res.stderr}")
+        return res
+
+    def apt_install(self, *pkgs: str) -> None:
+        self.sh("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+                + " ".join(pkgs) + " >/dev/null")
+
+    def restart(self) -> None:
+        simctl.restart(self.name)
+
+
+@pytest.fixture(scope="module")
+def rig_factory():
+    made = []
+
+    def make(config: str = "2x4090") -> Rig:
+        name = f"rk-pytest-{uuid.uuid4().hex[:8]}"
+        simctl.up(name, config=config)
+        made.append(name)
+        return Rig(name)
+
+    yield make
+    simctl.down(made, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def rig(rig_factory) -> Rig:
+    return rig_factory()

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""simctl: build and drive simulated GPU rigs (Debian 12 systemd containers under Docker).
+
+    simctl.py build                      base image + fake NVIDIA apt repos (each only when its recipe changed)
+    simctl.py up NAME [--config 2x4090] [--ssh-port 2222] [--archive]
+    simctl.py restart NAME               the simulator's reboot: /run is wiped, boot unit runs again
+    simctl.py down NAME [NAME ...]
+    simctl.py exec NAME -- CMD ...
+
+The same functions back the pytest fixtures in tests/sim/conftest.py, the README's main job and the
+benchmark, so every consumer starts rigs the same way Molecule's shared platform does
+(.config/molecule/config.yml): SYS_ADMIN only (--privileged is refused on these machines), tmpfs /run,
+the host's cgroup tree read-only, the repo read-only at /srv/rigkeeper-sim/repo, the GPU description at
+/etc/rigkeeper-sim/gpus.json, and a restart policy so that `systemctl reboot` inside the rig comes back
+as a new boot.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SIM = ROOT / "tests" / "sim"
+IMAGE = "rigkeeper-sim:latest"
+REPO_DIR = Path(os.environ.get("RIGKEEPER_SIM_REPO", ROOT / ".cache" / "sim" / "repo"))
+CONFIGS = SIM / "configs"
+LABEL = "org.rigkeeper.sim.rig=1"
+# The "Ubuntu archive" a real Ubuntu box already trusts; on the simulated rig it is the local repo.
+ARCHIVE_SOURCES = """Types: deb
+URIs: file:///srv/rigkeeper-sim/repo/ubuntu
+Suites: noble
+Components: restricted
+Signed-By: /usr/share/keyrings/rigkeeper-sim-archive.gpg
+"""
+
+
+def run(cmd, check=True, capture=False, quiet=False, **kw):
+    if not quiet:
+        print("+ " + " ".join(str(c) for c in cmd), file=sys.stderr)
+    return subprocess.run([str(c) for c in cmd], check=check, text=True,
+                          capture_output=capture, **kw)
+
+
+def build(force: bool = False) -> None:
+    run([SIM / "image" / "build.sh"])
+    cmd = [sys.executable, SIM / "repo" / "build_repo.py", "--out", REPO_DIR]
+    if force:
+        cmd.append("--force")
+    run(cmd)
+
+
+def config_path(config: str) -> Path:
+    p = Path(config)
+    if not p.suffix:
+        p = CONFIGS / f"{config}.json"
+    if not p.is_file():
+        raise SystemExit(f"simctl: no GPU config {p} (presets: {', '.join(sorted(c.stem for c in CONFIGS.glob('*.json')))})")
+    return p.resolve()
+
+
+def docker_exec(name: str, *cmd: str, check: bool = True, user: str | None = None):
+    args = ["docker", "exec"] + (["-u", user] if user else []) + [name, *cmd]
+    return run(args, check=check, capture=True, quiet=True)
+
+
+def wait_booted(name: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        res = docker_exec(name, "systemctl", "is-system-running", check=False)
+        state = (res.stdout or "").strip()
+        if state in ("running", "degraded"):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"simctl: rig {name} did not finish booting (state: {state or 'unreachable'})")
+
+
+def up(name: str, config: str = "2x4090", ssh_port: int | None = None, archive: bool = True,
+       extra_args: list[str] | None = None) -> None:
+    down([name], quiet=True)
+    cmd = ["docker", "run", "-d", "--name", name, "--hostname", name,
+           "--label", LABEL, "--restart", "unless-stopped",
+           "--cap-add", "SYS_ADMIN", "--stop-signal", "SIGRTMIN+3",
+           "--tmpfs", "/run", "--tmpfs", "/run/lock",
+           "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+           "-v", f"{REPO_DIR}:/srv/rigkeeper-sim/repo:ro",
+           "-v", f"{config_path(config)}:/etc/rigkeeper-sim/gpus.json:ro"]
+    if ssh_port:
+        # Loopback only: the rig is never reachable from another machine.
+        cmd += ["-p", f"127.0.0.1:{ssh_port}:22"]
+    cmd += list(extra_args or [])
+    cmd.append(IMAGE)
+    run(cmd, capture=True)
+    wait_booted(name)
+    if archive:
+        trust_archive(name)
+
+
+def trust_archive(name: str) -> None:
+    """Make the rig trust the simulated Ubuntu archive, as a real Ubuntu install trusts its own."""
+    script = ("install -m 0644 /srv/rigkeeper-sim/repo/key/rigkeeper-sim.gpg "
+              "/usr/share/keyrings/rigkeeper-sim-archive.gpg && "
+              f"printf '%s' '{ARCHIVE_SOURCES}' > /etc/apt/sources.list.d/ubuntu-archive-sim.sources")
+    docker_exec(name, "sh", "-c", script)
+
+
+def restart(name: str) -> None:
+    run(["docker", "restart", "-t", "10", name], capture=True)
+    wait_booted(name)
+
+
+def down(names, quiet: bool = False) -> None:
+    for name in names:
+        run(["docker", "rm", "-f", "-v", name], check=False, capture=True, quiet=quiet)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("--force", action="store_true")
+    u = sub.add_parser("up")
+    u.add_argument("name")
+    u.add_argument("--config", default="2x4090")
+    u.add_argument("--ssh-port", type=int)
+    u.add_argument("--no-archive", action="store_true")
+    r = sub.add_parser("restart")
+    r.add_argument("name")
+    d = sub.add_parser("down")
+    d.add_argument("names", nargs="+")
+    e = sub.add_parser("exec")
+    e.add_argument("name")
+    e.add_argument("command", nargs=argparse.REMAINDER)
+    a = ap.parse_args(argv)
+    if a.cmd == "build":
+        build(a.force)
+    elif a.cmd == "up":
+        up(a.name, a.config, a.ssh_port, archive=not a.no_archive)
+    elif a.cmd == "restart":
+        restart(a.name)
+    elif a.cmd == "down":
+        down(a.names)
+    elif a.cmd == "exec":
+        cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
+        return subprocess.call(["docker", "exec", a.name, *cmd])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
