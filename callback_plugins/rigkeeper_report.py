@@ -1,0 +1,247 @@
+# -*- coding: utf-8 -*-
+# Copyright: rigkeeper contributors
+# Apache-2.0
+"""Drift and run reports: JUnit XML, JSON and Markdown, one testcase per host x check."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: rigkeeper_report
+type: aggregate
+short_description: Drift and run reports for people and CI (JUnit XML, JSON, Markdown)
+description:
+  - Groups every task result by host and by check. A check is the role a task belongs to, or for a
+    task outside roles the prefix of its name before C(" | ") (the audit's live probes are named
+    C("gpu_power | probe: ...")), else C(play).
+  - A check drifts on a host when any of its tasks reported C(changed) (in check mode: would change)
+    or failed. Its testcase then fails, with every drifting task and its diff or message.
+  - A check whose tasks were all skipped is C(skipped) (the audit skips roles a host does not manage:
+    C(not managed), never drift).
+  - While the run goes on, the plugin keeps the host variable C(rigkeeper_report_drift) (the list of
+    drifting checks) up to date, so a play can fail on drift; C(playbooks/audit.yml) does, which makes
+    C(ansible-playbook) exit non-zero. C(rigkeeper_report_active) tells a play that the plugin runs.
+  - Writes C(<name>.junit.xml), C(<name>.json), C(<name>.md) into the report directory at the end and
+    prints the Markdown summary. C(<name>) is the playbook's file name without extension.
+requirements:
+  - enable it with C(callbacks_enabled = rigkeeper_report) in ansible.cfg or C(ANSIBLE_CALLBACKS_ENABLED)
+options:
+  report_dir:
+    description: Where the reports go.
+    default: ./reports
+    env:
+      - name: RIGKEEPER_REPORT_DIR
+    ini:
+      - section: rigkeeper_report
+        key: report_dir
+    type: path
+"""
+
+import datetime
+import json
+import os
+import time
+import xml.etree.ElementTree as ET
+
+from ansible.plugins.callback import CallbackBase
+
+IGNORED_CHECKS = ("rigkeeper_report",)
+FINAL_TASK_MARK = "rigkeeper_report: final"
+
+
+def check_name(task):
+    role = getattr(task, "_role", None)
+    if role is not None:
+        return role.get_name(include_role_fqcn=False) if hasattr(role, "get_name") else str(role)
+    name = task.get_name() or ""
+    if " | " in name:
+        return name.split(" | ", 1)[0].strip()
+    return "play"
+
+
+def task_label(task):
+    name = task.get_name() or task.action
+    if " | " in name:
+        name = name.split(" | ", 1)[1]
+    return name
+
+
+def render_diff(result):
+    diffs = result.get("diff")
+    if not diffs:
+        return ""
+    if isinstance(diffs, dict):
+        diffs = [diffs]
+    out = []
+    for d in diffs:
+        if not isinstance(d, dict):
+            continue
+        before, after = d.get("before"), d.get("after")
+        header = d.get("before_header") or d.get("after_header") or ""
+        if isinstance(before, (dict, list)) or isinstance(after, (dict, list)):
+            before, after = json.dumps(before, indent=2, sort_keys=True), json.dumps(after, indent=2, sort_keys=True)
+        if before is None and after is None:
+            if d.get("prepared"):
+                out.append(str(d["prepared"]))
+            continue
+        import difflib
+        out.extend(difflib.unified_diff(str(before or "").splitlines(), str(after or "").splitlines(),
+                                        fromfile=f"before: {header}", tofile=f"after: {header}", lineterm=""))
+    return "\n".join(out)
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "rigkeeper_report"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self):
+        super().__init__()
+        self.playbook = "run"
+        self.started = time.time()
+        self.results = {}  # host -> check -> {"ok": n, "changed": [..], "failed": [..], "skipped": n}
+        self.variable_manager = None
+        self.check_mode = False
+
+    def set_options(self, task_keys=None, var_options=None, direct=None):
+        super().set_options(task_keys=task_keys, var_options=var_options, direct=direct)
+        self.report_dir = self.get_option("report_dir")
+
+    # --- collection -------------------------------------------------------------------------
+    def v2_playbook_on_start(self, playbook):
+        self.playbook = os.path.splitext(os.path.basename(playbook._file_name))[0]
+
+    def v2_playbook_on_play_start(self, play):
+        self.variable_manager = play.get_variable_manager()
+        self.check_mode = bool(play.check_mode)
+        inventory = getattr(self.variable_manager, "_inventory", None)
+        if inventory is not None:
+            for host in inventory.get_hosts(play.hosts):
+                self.variable_manager.set_host_variable(host, "rigkeeper_report_active", True)
+
+    def _entry(self, host, check):
+        return self.results.setdefault(host, {}).setdefault(
+            check, {"ok": 0, "changed": [], "failed": [], "skipped": 0})
+
+    def _record(self, result, state):
+        task = result._task
+        if FINAL_TASK_MARK in (task.get_name() or ""):
+            return
+        check = check_name(task)
+        if check in IGNORED_CHECKS:
+            return
+        host = result._host.get_name()
+        res = result._result
+        items = res.get("results") if isinstance(res.get("results"), list) else None
+        entry = self._entry(host, check)
+        if state == "skipped":
+            entry["skipped"] += 1
+            return
+        if state == "ok" and not res.get("changed"):
+            entry["ok"] += 1
+            return
+        detail = {
+            "task": task_label(task),
+            "action": task.action,
+            "msg": res.get("msg") if isinstance(res.get("msg"), str) else None,
+            "diff": render_diff(res),
+        }
+        if items:
+            detail["diff"] = "\n".join(filter(None, [render_diff(i) for i in items if i.get("changed")]))
+        entry["failed" if state == "failed" else "changed"].append(detail)
+        self._publish(result._host, host)
+
+    def _publish(self, host_obj, host):
+        if self.variable_manager is None:
+            return
+        drift = sorted(c for c, e in self.results.get(host, {}).items() if e["changed"] or e["failed"])
+        self.variable_manager.set_host_variable(host_obj, "rigkeeper_report_drift", drift)
+
+    def v2_runner_on_ok(self, result):
+        self._record(result, "ok")
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        if not ignore_errors:
+            self._record(result, "failed")
+
+    def v2_runner_on_skipped(self, result):
+        self._record(result, "skipped")
+
+    def v2_runner_on_unreachable(self, result):
+        host = result._host.get_name()
+        self._entry(host, "reachable")["failed"].append(
+            {"task": task_label(result._task), "action": "", "msg": result._result.get("msg"), "diff": ""})
+
+    # --- reports ----------------------------------------------------------------------------
+    def summary(self):
+        hosts = {}
+        for host, checks in sorted(self.results.items()):
+            hosts[host] = {}
+            for check, e in sorted(checks.items()):
+                if e["failed"] or e["changed"]:
+                    status = "drift" if not e["failed"] else "error"
+                elif e["ok"] == 0 and e["skipped"] > 0:
+                    status = "not managed"
+                else:
+                    status = "ok"
+                hosts[host][check] = {"status": status, "ok": e["ok"], "skipped": e["skipped"],
+                                      "changed": e["changed"], "failed": e["failed"]}
+        drift = sum(1 for h in hosts.values() for c in h.values() if c["status"] in ("drift", "error"))
+        return {
+            "playbook": self.playbook,
+            "check_mode": self.check_mode,
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "duration_s": round(time.time() - self.started, 2),
+            "drift_count": drift,
+            "hosts": hosts,
+        }
+
+    @staticmethod
+    def junit(summary):
+        cases = [c for h in summary["hosts"].values() for c in h.values()]
+        suite = ET.Element("testsuite", name=f"rigkeeper.{summary['playbook']}", tests=str(len(cases)),
+                           failures=str(sum(1 for c in cases if c["status"] == "drift")),
+                           errors=str(sum(1 for c in cases if c["status"] == "error")),
+                           skipped=str(sum(1 for c in cases if c["status"] == "not managed")),
+                           time=str(summary["duration_s"]))
+        for host, checks in summary["hosts"].items():
+            for check, c in checks.items():
+                case = ET.SubElement(suite, "testcase", classname=host, name=check)
+                if c["status"] == "not managed":
+                    ET.SubElement(case, "skipped", message="not managed on this host")
+                elif c["status"] in ("drift", "error"):
+                    items = c["failed"] + c["changed"]
+                    text = "\n\n".join(f"{i['task']}\n{i['diff'] or i['msg'] or ''}".rstrip() for i in items)
+                    tag = "error" if c["status"] == "error" else "failure"
+                    el = ET.SubElement(case, tag, message=f"{len(items)} task(s) drifted: "
+                                       + "; ".join(i["task"] for i in items))
+                    el.text = text
+        root = ET.Element("testsuites")
+        root.append(suite)
+        ET.indent(root)
+        return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+    @staticmethod
+    def markdown(summary):
+        lines = [f"## rigkeeper {summary['playbook']}: "
+                 + ("no drift" if summary["drift_count"] == 0 else f"{summary['drift_count']} drifted check(s)"), ""]
+        lines += ["| host | check | status | detail |", "|---|---|---|---|"]
+        for host, checks in summary["hosts"].items():
+            for check, c in checks.items():
+                detail = "; ".join(i["task"] for i in c["failed"] + c["changed"]) or ""
+                mark = {"ok": "ok", "drift": "**DRIFT**", "error": "**ERROR**", "not managed": "not managed"}[c["status"]]
+                lines.append(f"| {host} | {check} | {mark} | {detail} |")
+        return "\n".join(lines) + "\n"
+
+    def v2_playbook_on_stats(self, stats):
+        summary = self.summary()
+        os.makedirs(self.report_dir, exist_ok=True)
+        base = os.path.join(self.report_dir, summary["playbook"])
+        with open(base + ".json", "w") as f:
+            json.dump(summary, f, indent=2, sort_keys=True)
+        with open(base + ".junit.xml", "w") as f:
+            f.write(self.junit(summary))
+        md = self.markdown(summary)
+        with open(base + ".md", "w") as f:
+            f.write(md)
+        self._display.display(md)
+        self._display.display(f"rigkeeper_report: wrote {base}.junit.xml, .json, .md")
