@@ -9,18 +9,23 @@ name: rigkeeper_report
 type: aggregate
 short_description: Drift and run reports for people and CI (JUnit XML, JSON, Markdown)
 description:
-  - Groups every task result by host and by check. A check is the role a task belongs to, or for a
-    task outside roles the prefix of its name before C(" | ") (the audit's live probes are named
-    C("gpu_power | probe: ...")), else C(play).
-  - A check drifts on a host when any of its tasks reported C(changed) (in check mode: would change)
+  - >-
+    Groups every task result by host and by check. A check is the role a task belongs to, or for a
+    task outside roles the prefix of its name before " | " (the audit's live probes are named
+    "gpu_power | probe - ..."), else "play".
+  - >-
+    A check drifts on a host when any of its tasks reported changed (in check mode, would change)
     or failed. Its testcase then fails, with every drifting task and its diff or message.
-  - A check whose tasks were all skipped is C(skipped) (the audit skips roles a host does not manage:
-    C(not managed), never drift).
-  - While the run goes on, the plugin keeps the host variable C(rigkeeper_report_drift) (the list of
-    drifting checks) up to date, so a play can fail on drift; C(playbooks/audit.yml) does, which makes
-    C(ansible-playbook) exit non-zero. C(rigkeeper_report_active) tells a play that the plugin runs.
-  - Writes C(<name>.junit.xml), C(<name>.json), C(<name>.md) into the report directory at the end and
-    prints the Markdown summary. C(<name>) is the playbook's file name without extension.
+  - >-
+    A check whose tasks were all skipped is "not managed", never drift. The audit lists the roles a
+    host does not manage in a task named "rigkeeper_report - unmanaged" whose msg is that list.
+  - >-
+    While the run goes on, the plugin keeps the host variable rigkeeper_report_drift (the list of
+    drifting checks) up to date, so a play can fail on drift. playbooks/audit.yml does, which makes
+    ansible-playbook exit non-zero. rigkeeper_report_active tells a play that the plugin runs.
+  - >-
+    Writes <name>.junit.xml, <name>.json and <name>.md into the report directory at the end and
+    prints the Markdown summary, <name> being the playbook's file name without extension.
 requirements:
   - enable it with C(callbacks_enabled = rigkeeper_report) in ansible.cfg or C(ANSIBLE_CALLBACKS_ENABLED)
 options:
@@ -44,7 +49,8 @@ import xml.etree.ElementTree as ET
 from ansible.plugins.callback import CallbackBase
 
 IGNORED_CHECKS = ("rigkeeper_report",)
-FINAL_TASK_MARK = "rigkeeper_report: final"
+FINAL_TASK_MARK = "rigkeeper_report - final"
+UNMANAGED_TASK_MARK = "rigkeeper_report - unmanaged"
 
 
 def check_name(task):
@@ -116,7 +122,7 @@ class CallbackModule(CallbackBase):
         inventory = getattr(self.variable_manager, "_inventory", None)
         if inventory is not None:
             for host in inventory.get_hosts(play.hosts):
-                self.variable_manager.set_host_variable(host, "rigkeeper_report_active", True)
+                self.variable_manager.set_host_variable(host.get_name(), "rigkeeper_report_active", True)
 
     def _entry(self, host, check):
         return self.results.setdefault(host, {}).setdefault(
@@ -124,7 +130,13 @@ class CallbackModule(CallbackBase):
 
     def _record(self, result, state):
         task = result._task
-        if FINAL_TASK_MARK in (task.get_name() or ""):
+        name = task.get_name() or ""
+        if FINAL_TASK_MARK in name:
+            return
+        if UNMANAGED_TASK_MARK in name:
+            roles = result._result.get("msg")
+            for role in roles if isinstance(roles, list) else []:
+                self._entry(result._host.get_name(), str(role))["skipped"] += 1
             return
         check = check_name(task)
         if check in IGNORED_CHECKS:
@@ -154,7 +166,7 @@ class CallbackModule(CallbackBase):
         if self.variable_manager is None:
             return
         drift = sorted(c for c, e in self.results.get(host, {}).items() if e["changed"] or e["failed"])
-        self.variable_manager.set_host_variable(host_obj, "rigkeeper_report_drift", drift)
+        self.variable_manager.set_host_variable(host, "rigkeeper_report_drift", drift)
 
     def v2_runner_on_ok(self, result):
         self._record(result, "ok")
