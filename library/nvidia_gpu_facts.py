@@ -288,7 +288,11 @@ def find_nvidia_smi(module):
         if os.path.isfile(wanted) and os.access(wanted, os.X_OK):
             return wanted, None
         return None, 'nvidia-smi not found at %s' % wanted
-    path = module.get_bin_path('nvidia-smi', required=False, opt_dirs=SEARCH_DIRS)
+    # PATH first (an operator's wrapper, such as tests/hardware's read-only guard, must win), then
+    # the usual install locations for hosts whose PATH lacks them.
+    path = module.get_bin_path('nvidia-smi', required=False)
+    if not path:
+        path = module.get_bin_path('nvidia-smi', required=False, opt_dirs=SEARCH_DIRS)
     if not path:
         return None, 'nvidia-smi not found'
     return path, None

@@ -34,6 +34,7 @@ for a in "\$@"; do
   esac
 done
 echo "passed: nvidia-smi \$*" >> "$log"
+[ -n "$real" ] || { echo "nvidia-smi: command not found (no driver on this host)" >&2; exit 127; }
 exec "$real" "\$@"
 GUARD
 chmod +x "$guard/nvidia-smi"
@@ -60,6 +61,10 @@ rc2=${PIPESTATUS[0]}
 set -e
 echo "== nvidia-smi calls seen by the guard"
 cat "$log"
+if [ -n "$real" ] && ! grep -q '^passed: nvidia-smi -q -x' "$log"; then
+  echo "the guard saw no nvidia-smi call: the facts module bypassed it, so this run proves nothing" >&2
+  exit 4
+fi
 if grep -q '^REFUSED' "$log"; then
   echo "the guard refused a state-changing call: see above" >&2
   exit 3
