@@ -10,8 +10,8 @@
 The same functions back the pytest fixtures in tests/sim/conftest.py, the README's main job and the
 benchmark, so every consumer starts rigs the same way Molecule's shared platform does
 (.config/molecule/config.yml): SYS_ADMIN only (--privileged is refused on these machines), tmpfs /run,
-the host's cgroup tree read-only, the repo read-only at /srv/rigkeeper-sim/repo, the GPU description at
-/etc/rigkeeper-sim/gpus.json, and a restart policy so that `systemctl reboot` inside the rig comes back
+the host's cgroup tree read-only, the repo read-only at /srv/rigkeeper-sim/repo, the GPU presets at
+/usr/share/rigkeeper-sim/configs (/etc/rigkeeper-sim/gpus.json links to one), and a restart policy so that `systemctl reboot` inside the rig comes back
 as a new boot.
 """
 from __future__ import annotations
@@ -88,7 +88,7 @@ def up(name: str, config: str = "2x4090", ssh_port: int | None = None, archive: 
            "--tmpfs", "/run", "--tmpfs", "/run/lock",
            "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
            "-v", f"{REPO_DIR}:/srv/rigkeeper-sim/repo:ro",
-           "-v", f"{config_path(config)}:/etc/rigkeeper-sim/gpus.json:ro"]
+           "-v", f"{CONFIGS}:/usr/share/rigkeeper-sim/configs:ro"]
     if ssh_port:
         # Loopback only: the rig is never reachable from another machine.
         cmd += ["-p", f"127.0.0.1:{ssh_port}:22"]
@@ -96,8 +96,19 @@ def up(name: str, config: str = "2x4090", ssh_port: int | None = None, archive: 
     cmd.append(IMAGE)
     run(cmd, capture=True)
     wait_booted(name)
+    set_config(name, config)
     if archive:
         trust_archive(name)
+
+
+def set_config(name: str, config: str) -> None:
+    """Choose the rig's GPUs: /etc/rigkeeper-sim/gpus.json links to a preset (the "hardware" stays
+    the same across reboots, as a real machine's does)."""
+    preset = config_path(config)
+    if preset.parent != CONFIGS.resolve():
+        raise SystemExit(f"simctl: GPU configs must be presets in {CONFIGS}")
+    docker_exec(name, "ln", "-sfn", f"/usr/share/rigkeeper-sim/configs/{preset.name}",
+                "/etc/rigkeeper-sim/gpus.json")
 
 
 def trust_archive(name: str) -> None:

@@ -19,6 +19,7 @@ echo "building $tag with mmdebstrap (Debian 12, $mirror)"
 mmdebstrap --quiet --variant=minbase --include="$pkgs" \
   --customize-hook="tar -C '$here/rootfs' -cf - . | tar -C \"\$1\" --no-same-owner -xf -" \
   --customize-hook='chroot "$1" systemctl enable rigkeeper-sim-boot.service' \
+  --customize-hook='mkdir -p "$1"/etc/rigkeeper-sim && ln -sfn /usr/share/rigkeeper-sim/configs/2x4090.json "$1"/etc/rigkeeper-sim/gpus.json' \
   --customize-hook='chroot "$1" systemctl mask console-getty.service' \
   --customize-hook='chroot "$1" /usr/sbin/update-grub' \
   --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
