@@ -70,6 +70,7 @@ def wrapper(module: str, func: str, version: str) -> str:
     return ("#!/usr/bin/python3\n"
             f"# rigkeeper simulator: {func.replace('_main', '')} of NVIDIA driver {version}\n"
             "import sys\n"
+            "sys.dont_write_bytecode = True  # a real binary leaves nothing behind in /usr\n"
             "sys.path.insert(0, '/usr/lib/rigkeeper-sim')\n"
             f"import {module}\n"
             f"sys.exit({module}.{func}(sys.argv[1:], version={version!r}))\n")
