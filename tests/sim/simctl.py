@@ -45,8 +45,15 @@ def run(cmd, check=True, capture=False, quiet=False, **kw):
                           capture_output=capture, **kw)
 
 
+SSH_KEY = ROOT / ".cache" / "sim" / "ssh" / "rig_admin_ed25519"
+
+
 def build(force: bool = False) -> None:
     run([SIM / "image" / "build.sh"])
+    if not SSH_KEY.exists():
+        # The simulated rig's admin key (inventory/sim gives it to the ssh role): made here, never committed.
+        SSH_KEY.parent.mkdir(parents=True, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rigkeeper-sim-admin", "-f", SSH_KEY])
     cmd = [sys.executable, SIM / "repo" / "build_repo.py", "--out", REPO_DIR]
     if force:
         cmd.append("--force")
