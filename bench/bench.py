@@ -93,12 +93,7 @@ def main(argv=None) -> int:
                     simctl.down([name], quiet=True)
                     simctl.run(["docker", "run", "-d", "--name", name, "--hostname", name,
                                 "--label", simctl.LABEL, "--restart", "unless-stopped",
-                                "--cap-add", "SYS_ADMIN", "--stop-signal", "SIGRTMIN+3",
-                                "--tmpfs", "/run", "--tmpfs", "/run/lock",
-                                "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
-                                "-v", f"{simctl.REPO_DIR}:/srv/rigkeeper-sim/repo:ro",
-                                "-v", f"{simctl.config_path(a.config)}:/etc/rigkeeper-sim/gpus.json:ro",
-                                "rigkeeper-sim:bench-converged"], capture=True)
+                                *simctl.RIG_RUN_ARGS, "rigkeeper-sim:bench-converged"], capture=True)
                     made.append(name)
             for name in names:
                 simctl.wait_booted(name, timeout=120)

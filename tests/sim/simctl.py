@@ -38,6 +38,15 @@ Signed-By: /usr/share/keyrings/rigkeeper-sim-archive.gpg
 """
 
 
+# How every rig runs (Molecule's shared platform says the same): SYS_ADMIN for systemd; NET_ADMIN and
+# unconfined seccomp for the Docker daemon the container_toolkit role runs inside the rig.
+RIG_RUN_ARGS = ["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--security-opt", "seccomp=unconfined",
+                "--stop-signal", "SIGRTMIN+3", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+                "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+                "-v", f"{REPO_DIR}:/srv/rigkeeper-sim/repo:ro",
+                "-v", f"{CONFIGS}:/usr/share/rigkeeper-sim/configs:ro"]
+
+
 def run(cmd, check=True, capture=False, quiet=False, **kw):
     if not quiet:
         print("+ " + " ".join(str(c) for c in cmd), file=sys.stderr)
@@ -91,11 +100,7 @@ def up(name: str, config: str = "2x4090", ssh_port: int | None = None, archive: 
     down([name], quiet=True)
     cmd = ["docker", "run", "-d", "--name", name, "--hostname", name,
            "--label", LABEL, "--restart", "unless-stopped",
-           "--cap-add", "SYS_ADMIN", "--stop-signal", "SIGRTMIN+3",
-           "--tmpfs", "/run", "--tmpfs", "/run/lock",
-           "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
-           "-v", f"{REPO_DIR}:/srv/rigkeeper-sim/repo:ro",
-           "-v", f"{CONFIGS}:/usr/share/rigkeeper-sim/configs:ro"]
+           *RIG_RUN_ARGS]
     if ssh_port:
         # Loopback only: the rig is never reachable from another machine.
         cmd += ["-p", f"127.0.0.1:{ssh_port}:22"]
