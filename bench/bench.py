@@ -45,12 +45,14 @@ def inventory(names, path: Path, extra_vars: dict | None = None) -> Path:
     return path
 
 
-def playbook(pb: str, inv: Path, forks: int, env_extra: dict | None = None, check: bool = False) -> float:
+def playbook(pb: str, inv: Path, forks: int, env_extra: dict | None = None) -> float:
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORKS=str(forks),
                RIGKEEPER_REPORT_DIR=str(ROOT / "reports" / "bench"))
     env.update(env_extra or {})
     # The inventory file sits in inventory/sim/, so inventory/sim/group_vars applies to it.
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv), pb]
+    if pb.endswith("audit.yml"):
+        cmd.append("--check")
     t0 = time.monotonic()
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     dt = time.monotonic() - t0

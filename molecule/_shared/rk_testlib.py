@@ -16,7 +16,7 @@ def ephemeral() -> Path:
 
 def playbook(path: str, *extra: str, report_dir: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
     """ansible-playbook with the project's wiring against the Molecule inventory."""
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
                RIGKEEPER_REPORT_DIR=str(report_dir or ephemeral() / "reports"))
     inv = os.environ["MOLECULE_INVENTORY_FILE"]
     cmd = ["ansible-playbook", "-i", inv, str(ROOT / path), *extra]
