@@ -10,15 +10,16 @@ type: aggregate
 short_description: Drift and run reports for people and CI (JUnit XML, JSON, Markdown)
 description:
   - >-
-    Groups every task result by host and by check. A check is the role a task belongs to, or for a
-    task outside roles the prefix of its name before " | " (the audit's live probes are named
-    "gpu_power | probe - ..."), else "play".
+    Groups every task result by host and by check. A check is the task variable rigkeeper_check
+    when set (the audit's live probes set it to their role), else the role the task belongs to,
+    else the prefix of the task's name before " | ", else "play".
   - >-
     A check drifts on a host when any of its tasks reported changed (in check mode, would change)
     or failed. Its testcase then fails, with every drifting task and its diff or message.
   - >-
     A check whose tasks were all skipped is "not managed", never drift. The audit lists the roles a
-    host does not manage in a task named "rigkeeper_report - unmanaged" whose msg is that list.
+    host does not manage in a task with the variable rigkeeper_report set to "unmanaged" whose msg is
+    that list. Tasks with rigkeeper_report set to "final" or "ignore" are not checks.
   - >-
     While the run goes on, the plugin keeps the host variable rigkeeper_report_drift (the list of
     drifting checks) up to date, so a play can fail on drift. playbooks/audit.yml does, which makes
@@ -49,11 +50,19 @@ import xml.etree.ElementTree as ET
 from ansible.plugins.callback import CallbackBase
 
 IGNORED_CHECKS = ("rigkeeper_report",)
-FINAL_TASK_MARK = "rigkeeper_report - final"
-UNMANAGED_TASK_MARK = "rigkeeper_report - unmanaged"
+
+
+def task_var(task, name):
+    try:
+        return (task.vars or {}).get(name)
+    except Exception:  # a task without vars
+        return None
 
 
 def check_name(task):
+    explicit = task_var(task, "rigkeeper_check")
+    if isinstance(explicit, str) and explicit:
+        return explicit
     role = getattr(task, "_role", None)
     if role is not None:
         return role.get_name(include_role_fqcn=False) if hasattr(role, "get_name") else str(role)
@@ -130,10 +139,10 @@ class CallbackModule(CallbackBase):
 
     def _record(self, result, state):
         task = result._task
-        name = task.get_name() or ""
-        if FINAL_TASK_MARK in name:
+        mark = task_var(task, "rigkeeper_report")
+        if mark in ("final", "ignore"):
             return
-        if UNMANAGED_TASK_MARK in name:
+        if mark == "unmanaged":
             roles = result._result.get("msg")
             for role in roles if isinstance(roles, list) else []:
                 self._entry(result._host.get_name(), str(role))["skipped"] += 1

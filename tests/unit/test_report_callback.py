@@ -13,13 +13,16 @@ PLAYBOOK = """
   gather_facts: false
   check_mode: true
   tasks:
-    - name: "gpu_power | probe - limit"
+    - name: Probe a limit
+      vars: {rigkeeper_check: gpu_power}
       ansible.builtin.copy: {dest: "{{ target }}", content: "new\\n", mode: "0644"}
-    - name: "ssh | probe - effective config"
+    - name: "ssh | effective config"
       ansible.builtin.debug: {msg: fine}
-    - name: "rigkeeper_report - unmanaged | roles"
+    - name: Unmanaged roles
+      vars: {rigkeeper_report: unmanaged}
       ansible.builtin.debug: {msg: [headless]}
-    - name: "rigkeeper_report - final | fail on drift"
+    - name: Fail on drift
+      vars: {rigkeeper_report: final}
       ansible.builtin.fail: {msg: "drift {{ rigkeeper_report_drift | join(',') }}"}
       when: rigkeeper_report_drift | default([]) | length > 0
 """
@@ -54,7 +57,7 @@ def test_drift_fails_the_run_and_is_reported_with_its_diff(tmp_path):
     failure = suite.find("testcase[@name='gpu_power']/failure")
     assert "-old" in failure.text and "+new" in failure.text
     md = (tmp_path / "r" / "audit.md").read_text()
-    assert "| localhost | gpu_power | **DRIFT** | probe - limit |" in md
+    assert "| localhost | gpu_power | **DRIFT** | Probe a limit |" in md
 
 
 def test_no_drift_exits_zero(tmp_path):
