@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -28,6 +29,19 @@ class Rig:
 
     def restart(self) -> None:
         simctl.restart(self.name)
+
+    def reboot_from_inside(self, timeout: float = 90) -> None:
+        """`systemctl reboot` in the rig: PID 1 exits, Docker's restart policy boots it again."""
+        before = self.sh("cat /run/rigkeeper-sim/boot_id").stdout
+        self.sh("systemctl reboot", check=False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.sh("cat /run/rigkeeper-sim/boot_id 2>/dev/null", check=False)
+            if now.returncode == 0 and now.stdout and now.stdout != before:
+                simctl.wait_booted(self.name)
+                return
+        raise AssertionError(f"rig {self.name} did not come back from `systemctl reboot`")
 
 
 @pytest.fixture(scope="module")

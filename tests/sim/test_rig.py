@@ -58,9 +58,5 @@ def test_update_grub_standin_evaluates_dropins_in_order(rig):
     assert "console=ttyS0 iommu=pt" in line and "quiet splash" not in line
     # The running command line changes only with a reboot.
     assert "iommu=pt" not in rig.sh("cat /run/rigkeeper-sim/cmdline").stdout
-    rig.sh("systemctl reboot", check=False)
-    import time
-    time.sleep(2)
-    from simctl import wait_booted
-    wait_booted(rig.name)
+    rig.reboot_from_inside()
     assert "console=ttyS0 iommu=pt" in rig.sh("cat /run/rigkeeper-sim/cmdline").stdout
