@@ -1,0 +1,169 @@
+"""nvidia_driver on a fresh simulated rig (2x RTX 4090), default policy.
+
+The simulated Ubuntu archive offers 535, 545, 550 and 580 with two versions each
+(tests/sim/repo/catalog.py): the role must install the newest 580 exactly, pin it so that neither
+`apt-get upgrade` nor `apt-get install nvidia-driver-550` moves it, hold it, blacklist nouveau and
+run nvidia-persistenced with persistence on. Tests that run the playbook again or change the rig
+come last; the very last ones change the rig.
+"""
+
+
+from driver_helpers import (DROPIN, INITRD, NOUVEAU, PREFS, UNATTENDED, WANTS, boot_id, family,
+                            library_versions, loaded_version, persistence, reboot_rig,
+                            smi_versions, snapshot)
+
+VERSION = "580.95.05-0ubuntu0.24.04.1"  # newest 580 in the simulated archive
+OLDER = "580.82.07-0ubuntu0.24.04.1"
+DRIVER = "nvidia-driver-580-open"  # the policy: open modules from 560 on (Ada)
+
+
+def test_the_archive_offers_more_than_the_chosen_version(host):
+    """The choice was a choice: two 580 versions and two 550 versions to pick from."""
+    madison = host.check_output("apt-cache madison nvidia-driver-580-open nvidia-driver-550")
+    assert VERSION in madison and OLDER in madison
+    assert madison.count("nvidia-driver-550 |") == 2
+
+
+def test_exact_newest_580_installed(host):
+    pkgs = family(host)
+    assert pkgs[DRIVER][0] == VERSION
+    # Every package of the driver carries the very same version.
+    named = {n: v for n, (v, _) in pkgs.items() if "-580" in n}
+    assert len(named) >= 10 and set(named.values()) == {VERSION}, named
+    assert not [n for n in pkgs if any(f"-{b}" in n for b in ("535", "545", "550"))]
+
+
+def test_driver_runs_and_matches_the_installed_library(host):
+    assert smi_versions(host) == ["580.95.05", "580.95.05"]
+    assert library_versions(host) == ["580.95.05"]
+    assert loaded_version(host) == "580.95.05"
+
+
+def test_every_family_package_is_held(host):
+    pkgs = family(host)
+    assert pkgs and {sel for _, sel in pkgs.values()} == {"hold"}, pkgs
+
+
+def test_preferences_pin_the_exact_version_and_forbid_other_branches(host):
+    prefs = host.file(PREFS)
+    assert prefs.user == "root" and prefs.mode == 0o644
+    text = prefs.content_string
+    assert "Pin: version 580.95.05-*\nPin-Priority: 1001" in text
+    assert "Pin-Priority: -1" in text
+    policy = host.check_output("apt-cache policy nvidia-utils-580 nvidia-driver-550 nvidia-driver-580-server")
+    # nvidia-utils-580: candidate is the pinned version although nothing newer exists...
+    assert f"Candidate: {VERSION}" in policy.split("nvidia-driver-550:")[0]
+    # ...and every other branch, even 580-server (another name of the same branch is fine), has none.
+    assert policy.split("nvidia-driver-550:")[1].split("nvidia-driver-580-server:")[0].count("Candidate: (none)") == 1
+    assert "Candidate: 580.95.05" in policy.split("nvidia-driver-580-server:")[1]
+
+
+def test_older_version_of_the_branch_is_not_a_candidate(host):
+    # 580.82.07 is in the archive but the pin gives the installed version 1001, the older one 500.
+    policy = host.check_output("apt-cache policy nvidia-driver-580-open")
+    assert f"*** {VERSION} 1001" in policy
+    assert f"{OLDER} 500" in policy
+
+
+def test_unattended_upgrades_blacklist(host):
+    assert host.file(UNATTENDED).exists
+    dump = host.check_output("apt-config dump Unattended-Upgrade::Package-Blacklist")
+    for pattern in ("^nvidia-", "^libnvidia-", "^cuda-drivers", "^xserver-xorg-video-nvidia-", "^cuda-"):
+        assert f'"{pattern}";' in dump, dump
+
+
+def test_nouveau_blacklisted_and_in_the_initramfs(host):
+    text = host.file(NOUVEAU).content_string
+    assert "blacklist nouveau" in text and "options nouveau modeset=0" in text
+    initrd = host.file(INITRD).content_string
+    assert "# update-initramfs -u" in initrd and "blacklist nouveau" in initrd
+
+
+def test_persistenced_runs_with_persistence_mode(host):
+    dropin = host.file(DROPIN).content_string
+    assert "ExecStart=\nExecStart=/usr/bin/nvidia-persistenced --persistence-mode" in dropin
+    assert "--no-persistence-mode" not in dropin.split("ExecStart=\n")[1]
+    assert host.service("nvidia-persistenced").is_running
+    assert host.file(WANTS).is_symlink
+    assert persistence(host) == ["Enabled", "Enabled"]
+
+
+def test_no_reboot_was_needed(host):
+    """Nothing was loaded before: the fresh install loads 580 without a reboot (no nouveau in the
+    simulator), so the policy when_needed did not reboot and nothing is pending."""
+    assert not host.file("/var/run/reboot-required").exists
+    assert loaded_version(host) == "580.95.05"
+
+
+# --- The playbook again -----------------------------------------------------------------------
+
+def test_check_mode_on_the_converged_rig_reports_nothing(host, playbook):
+    before = snapshot(host)
+    run = playbook(check=True)
+    assert run.returncode == 0, run.output
+    assert run.changed == 0, run.output
+    assert snapshot(host) == before
+
+
+def test_545_refused_before_any_change_on_4090s(host, playbook):
+    before = snapshot(host)
+    run = playbook({"nvidia_driver_branch": "545"})
+    assert run.returncode != 0
+    assert run.changed == 0
+    assert "driver branch 545 is refused for GPU 0 (00000000:01:00.0, NVIDIA GeForce RTX 4090)" in run.output
+    assert "reports P2P capability incorrectly" in run.output and "vllm-project/vllm#1801" in run.output
+    assert "nvidia_driver_allow_known_bad" in run.output
+    assert snapshot(host) == before
+
+
+def test_unknown_version_refused_with_the_available_ones(host, playbook):
+    before = snapshot(host)
+    run = playbook({"nvidia_driver_version": "580.1.2"})
+    assert run.returncode != 0
+    assert "has no version 580.1.2" in run.output and OLDER in run.output
+    assert snapshot(host) == before
+
+
+# --- Last: these change the rig ---------------------------------------------------------------
+
+def test_reboot_policy_never_reports_and_when_needed_reboots(host, playbook):
+    """/var/run/reboot-required and another role's reason: policy never reports them pending and
+    does not reboot; when_needed reboots once, and the reboot clears them."""
+    host.run("touch /var/run/reboot-required")
+    boot = boot_id(host)
+    reasons = {"rigkeeper_reboot_reasons": ["kernel command line changed (test)"]}
+    run = playbook(dict(reasons, nvidia_driver_reboot="never"))
+    assert run.returncode == 0, run.output
+    assert "REBOOT PENDING on rk-nvidia_driver: /var/run/reboot-required exists; kernel command line changed (test)" in run.output
+    assert "nvidia_driver_reboot is never" in run.output
+    assert boot_id(host) == boot
+    run = playbook(reasons)
+    assert run.returncode == 0, run.output
+    assert run.changed == 1, run.output  # the reboot, nothing else
+    assert boot_id(host) != boot
+    assert not host.file("/var/run/reboot-required").exists
+    assert "Running driver 580.95.05 = installed." in run.output
+    assert persistence(host) == ["Enabled", "Enabled"]
+
+
+def test_apt_get_upgrade_does_not_move_the_driver(host):
+    before = family(host)
+    run = host.run("DEBIAN_FRONTEND=noninteractive apt-get -y upgrade")
+    assert run.rc == 0, run.stderr
+    assert family(host) == before
+
+
+def test_apt_get_install_nvidia_driver_550_is_refused(host):
+    before = family(host)
+    run = host.run("DEBIAN_FRONTEND=noninteractive apt-get -y install nvidia-driver-550")
+    assert run.rc != 0
+    assert "nvidia-driver-550' has no installation candidate" in run.stdout + run.stderr
+    assert family(host) == before
+    assert smi_versions(host) == ["580.95.05", "580.95.05"]
+
+
+def test_persistence_comes_back_after_a_reboot(host, rig_name):
+    reboot_rig(host, rig_name)
+    assert loaded_version(host) == "580.95.05"
+    assert host.service("nvidia-persistenced").is_running
+    assert persistence(host) == ["Enabled", "Enabled"]

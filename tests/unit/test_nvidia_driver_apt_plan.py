@@ -1,0 +1,164 @@
+"""Unit tests of the pure parts of roles/nvidia_driver/library/nvidia_driver_apt_plan.py: Debian
+version order, branch names, the preferences it renders, apt's simulation output."""
+
+import os
+import re
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "roles", "nvidia_driver", "library"))
+
+import nvidia_driver_apt_plan as plan  # noqa: E402
+
+FAMILY = ["nvidia-*", "libnvidia-*", "cuda-drivers*", "xserver-xorg-video-nvidia-*"]
+EXCLUDE = ["nvidia-container-*", "libnvidia-container*"]
+
+
+@pytest.mark.parametrize("a,b,expected", [
+    ("580.95.05-0ubuntu0.24.04.1", "580.82.07-0ubuntu0.24.04.1", 1),
+    ("535.309.01-0ubuntu0.24.04.2", "535.309.01-0ubuntu0.24.04.10", -1),
+    ("1:1.0-1", "999.0-1", 1),
+    ("580.95.05~rc1-1", "580.95.05-1", -1),
+    ("580.95.05-1", "580.95.05-1", 0),
+    ("535.261.03-1", "535.261.03-0ubuntu1", 1),
+])
+def test_compare_versions_like_dpkg(a, b, expected):
+    assert plan.compare_versions(a, b) == expected
+    assert plan.compare_versions(b, a) == -expected
+
+
+def test_sort_versions_newest_first_and_unique():
+    assert plan.sort_versions(["580.82.07-1", "580.95.05-1", "580.82.07-1", "550.163.01-1"]) == \
+        ["580.95.05-1", "580.82.07-1", "550.163.01-1"]
+
+
+@pytest.mark.parametrize("name,branch", [
+    ("nvidia-driver-580", "580"),
+    ("nvidia-driver-580-server-open", "580"),
+    ("libnvidia-compute-545:i386", "545"),
+    ("libnvidia-cfg1-535", "535"),
+    ("linux-modules-nvidia-550-6.8.0-101-generic", "550"),
+    ("cuda-drivers-550", "550"),
+    ("nvidia-tesla-535-driver", "535"),
+    ("nvidia-driver", None),
+    ("nvidia-settings", None),
+    ("nvidia-container-toolkit", None),
+    ("libnvidia-container1", None),
+])
+def test_name_branch(name, branch):
+    assert plan.name_branch(name) == branch
+
+
+def test_block_regex_matches_every_other_branch_and_never_this_one():
+    regex = re.compile(plan.block_regex("580"))
+    for number in range(100, 10000):
+        name = f"nvidia-driver-{number}"
+        assert bool(regex.match(name)) == (number != 580 and number >= 100), name
+    assert not regex.match("linux-modules-nvidia-580-6.8.0-101-generic")
+    assert regex.match("linux-modules-nvidia-550-6.8.0-101-generic")
+    assert not regex.match("nvidia-container-toolkit")
+
+
+def test_preferences_pin_the_upstream_version_and_block_others():
+    text = plan.render_preferences(FAMILY, plan.pin_glob("580.95.05-0ubuntu0.24.04.1"), "580")
+    assert "Package: nvidia-* libnvidia-* cuda-drivers* xserver-xorg-video-nvidia-*\n" \
+           "Pin: version 580.95.05-*\nPin-Priority: 1001\n" in text
+    assert text.index("Pin-Priority: 1001") < text.index("Pin-Priority: -1")
+
+
+def test_pin_glob_keeps_the_epoch():
+    assert plan.pin_glob("1:580.95.05-1") == "1:580.95.05-*"
+
+
+def test_resolve_prefers_the_variable_then_installed_then_newest():
+    offered = {"nvidia-driver-580": ["580.95.05-1", "580.82.07-1"]}
+    assert plan.resolve(["nvidia-driver-580"], "580", "580.82.07", True, offered, {})[:2] == \
+        ("580.82.07-1", "variable")
+    assert plan.resolve(["nvidia-driver-580"], "580", None, True, offered,
+                        {"nvidia-driver-580": "580.82.07-1"})[:2] == ("580.82.07-1", "installed")
+    assert plan.resolve(["nvidia-driver-580"], "580", None, False, offered,
+                        {"nvidia-driver-580": "580.82.07-1"})[:2] == ("580.95.05-1", "newest")
+    with pytest.raises(plan.PlanError, match="no version of nvidia-driver-580 on branch 550"):
+        plan.resolve(["nvidia-driver-580"], "550", None, True, offered, {})
+    with pytest.raises(plan.PlanError, match="has no version 580.1.2"):
+        plan.resolve(["nvidia-driver-580"], "580", "580.1.2", True, offered, {})
+
+
+def test_companion_takes_the_same_upstream_with_another_revision():
+    offered = {"nvidia-fabricmanager": ["580.95.05-1", "580.82.07-1"]}
+    assert plan.companion_version("nvidia-fabricmanager", "580.95.05-0ubuntu1", offered, {}) == "580.95.05-1"
+    with pytest.raises(plan.PlanError, match="must match the driver exactly"):
+        plan.companion_version("nvidia-fabricmanager", "580.65.06-0ubuntu1", offered, {})
+
+
+def test_parse_simulation():
+    out = ("Inst nvidia-utils-580 (580.95.05-0ubuntu0.24.04.1 sim:noble [amd64])\n"
+           "Inst nvidia-driver-545 [545.29.06-1] (545.29.02-1 sim:noble [amd64])\n"
+           "Remv nvidia-utils-545 [545.29.06-1]\n"
+           "Conf nvidia-utils-580 (580.95.05-0ubuntu0.24.04.1 sim:noble [amd64])\n")
+    assert plan.parse_simulation(out) == [
+        {"action": "install", "name": "nvidia-utils-580", "from": None, "to": "580.95.05-0ubuntu0.24.04.1"},
+        {"action": "downgrade", "name": "nvidia-driver-545", "from": "545.29.06-1", "to": "545.29.02-1"},
+        {"action": "remove", "name": "nvidia-utils-545", "from": "545.29.06-1", "to": None},
+    ]
+
+
+def test_unmet_names_the_other_branch():
+    lines = plan.unmet_lines(
+        "Some packages could not be installed.\n"
+        "The following packages have unmet dependencies:\n"
+        " nvidia-driver-535-server : Depends: nvidia-driver-580-server but it is not installable\n"
+        "E: Unable to correct problems, you have held broken packages.\n")
+    assert plan.unmet_other_branch(lines, "535") == ["nvidia-driver-580-server"]
+
+
+def test_parse_dpkg_drops_the_native_architecture_only():
+    text = ("libnvidia-compute-580:amd64\t580.95.05-1\thold\tinstalled\n"
+            "libnvidia-compute-580:i386\t580.95.05-1\tinstall\tinstalled\n"
+            "nvidia-driver-545\t545.29.06-1\tdeinstall\tconfig-files\n")
+    assert [p["name"] for p in plan.parse_dpkg(text, "amd64")] == \
+        ["libnvidia-compute-580", "libnvidia-compute-580:i386"]
+
+
+def test_off_branch_and_family_after():
+    installed = [dict(name="nvidia-utils-580", version="580.95.05-1", branch="580", selection="hold"),
+                 dict(name="libnvidia-compute-545", version="545.29.06-1", branch="545", selection="hold"),
+                 dict(name="linux-modules-nvidia-580-generic", version="6.8.0-45.45", branch="580",
+                      selection="install"),
+                 dict(name="nvidia-settings", version="510.47.03-0ubuntu4", branch=None, selection="install")]
+    assert plan.off_branch(installed, "580", "580.95.05") == ["libnvidia-compute-545 545.29.06-1"]
+    after = plan.family_after(installed, [{"action": "remove", "name": "libnvidia-compute-545"},
+                                          {"action": "install", "name": "nvidia-dkms-580"},
+                                          {"action": "install", "name": "dkms"}], FAMILY, EXCLUDE)
+    assert [a["name"] for a in after] == ["linux-modules-nvidia-580-generic", "nvidia-dkms-580",
+                                         "nvidia-settings", "nvidia-utils-580"]
+
+
+def test_describe():
+    assert plan.describe({"action": "install", "name": "a", "from": None, "to": "1-1"}) == "install a 1-1"
+    assert plan.describe({"action": "remove", "name": "b", "from": "2-1", "to": None}) == "remove b 2-1"
+    assert plan.describe({"action": "downgrade", "name": "c", "from": "2-1", "to": "1-1"}) == "downgrade c 2-1 -> 1-1"
+
+
+def test_documentation_matches_the_argument_spec(monkeypatch):
+    import yaml
+    from ansible.module_utils import basic
+
+    captured = {}
+
+    class Fake:
+        def __init__(self, argument_spec, supports_check_mode):
+            captured.update(argument_spec)
+            assert supports_check_mode
+
+    monkeypatch.setattr(plan, "AnsibleModule", Fake)
+    plan.build_module()
+    doc = yaml.safe_load(plan.DOCUMENTATION)
+    yaml.safe_load(plan.RETURN)
+    yaml.safe_load(plan.EXAMPLES)
+    assert set(doc["options"]) == set(captured)
+    for name, spec in captured.items():
+        assert doc["options"][name]["type"] == spec["type"], name
+        assert doc["options"][name].get("default") == spec.get("default"), name
+    assert basic  # imported for the module's own import path
