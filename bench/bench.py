@@ -85,6 +85,8 @@ def main(argv=None) -> int:
         results["converge_s"] = playbook("playbooks/site.yml", inv1, 1)
         results["noop_s"] = statistics.median(playbook("playbooks/site.yml", inv1, 1) for _ in range(a.repeat))
         results["audit_s"] = statistics.median(playbook("playbooks/audit.yml", inv1, 1) for _ in range(a.repeat))
+        # Keep what was measured even if the fleet part fails.
+        print(json.dumps({k: round(v, 1) for k, v in results.items()}), flush=True)
         # Clone the converged rig for the fleet measurements.
         simctl.run(["docker", "commit", "rk-bench-0", "rigkeeper-sim:bench-converged"], capture=True)
         fleet = {}
