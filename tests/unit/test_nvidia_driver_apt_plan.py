@@ -162,3 +162,17 @@ def test_documentation_matches_the_argument_spec(monkeypatch):
         assert doc["options"][name]["type"] == spec["type"], name
         assert doc["options"][name].get("default") == spec.get("default"), name
     assert basic  # imported for the module's own import path
+
+
+def test_already_installed_needs_every_package_configured_at_its_version():
+    installed = [
+        {"name": "nvidia-driver-580", "version": "580.95.05-0ubuntu1", "want": "hold", "status": "installed"},
+        {"name": "nvidia-utils-580", "version": "580.95.05-0ubuntu1", "want": "hold", "status": "installed"},
+        {"name": "libnvidia-compute-580", "version": "580.95.05-0ubuntu1", "want": "install", "status": "half-configured"},
+    ]
+    ai = plan.already_installed
+    assert ai(["nvidia-driver-580=580.95.05-0ubuntu1", "nvidia-utils-580=580.95.05-0ubuntu1"], installed)
+    assert ai(["nvidia-driver-580"], installed)
+    assert not ai(["nvidia-driver-580=580.82.07-0ubuntu1"], installed)
+    assert not ai(["libnvidia-compute-580=580.95.05-0ubuntu1"], installed)
+    assert not ai(["nvidia-driver-580=580.95.05-0ubuntu1", "nvidia-dkms-580"], installed)

@@ -183,6 +183,12 @@ summary:
   returned: success
   type: list
   elements: str
+simulation_skipped:
+  description: >-
+    True when apt was not asked: every package to install is installed at exactly its version and
+    nothing is to be removed, so C(changes) is empty without a simulation.
+  returned: when simulate is true and nothing is to change
+  type: bool
 changes:
   description: What apt would do, from C(apt-get --simulate).
   returned: success
@@ -377,6 +383,17 @@ def parse_dpkg(text, native_arch=None):
             continue
         result.append({'name': name, 'version': version, 'want': want, 'status': status})
     return result
+
+
+def already_installed(install, installed):
+    """True when every `name=version` (or bare `name`) in install is installed and configured at
+    that version (any version for a bare name)."""
+    have = {p['name']: p['version'] for p in installed if p['status'] == 'installed'}
+    for spec in install:
+        name, sep, version = spec.partition('=')
+        if name not in have or (sep and have[name] != version):
+            return False
+    return True
 
 
 def parse_simulation(text):
@@ -603,6 +620,12 @@ def run_module(module):
         cross_branch=[],
     )
     if not params['simulate']:
+        module.exit_json(**result)
+    if not remove and already_installed(install, installed):
+        # apt would do nothing: every package asked for is installed, configured, at exactly that
+        # version (so its dependencies are met), and nothing is to be removed. The simulation would
+        # only confirm it, at the price of a full dependency-cache build (seconds on a big index).
+        result.update(simulation_rc=0, simulation_skipped=True)
         module.exit_json(**result)
 
     tmpdir = module.tmpdir
