@@ -19,6 +19,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def inventory(names, path: Path, extra_vars: dict | None = None) -> Path:
     return path
 
 
-def playbook(pb: str, inv: Path, forks: int, env_extra: dict | None = None) -> float:
+def playbook(pb: str, inv: Path, forks: int, env_extra: dict | None = None, expect_noop: bool = False) -> float:
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORKS=str(forks),
                RIGKEEPER_REPORT_DIR=str(ROOT / "reports" / "bench"))
     env.update(env_extra or {})
@@ -59,6 +60,10 @@ def playbook(pb: str, inv: Path, forks: int, env_extra: dict | None = None) -> f
     if res.returncode != 0:
         sys.stderr.write(res.stdout[-6000:] + res.stderr[-3000:])
         raise SystemExit(f"bench: {pb} failed (rc={res.returncode})")
+    changed = sum(int(n) for n in re.findall(r"\bchanged=(\d+)", res.stdout.split("PLAY RECAP")[-1]))
+    if expect_noop and changed:
+        sys.stderr.write(res.stdout[-6000:])
+        raise SystemExit(f"bench: {pb} was to change nothing but changed {changed} task(s)")
     return dt
 
 
@@ -83,12 +88,21 @@ def main(argv=None) -> int:
         inv1 = inventory(["rk-bench-0"], invdir / ".bench-1.json")
         results["floor_s"] = statistics.median(playbook(str(floor_pb), inv1, 1) for _ in range(a.repeat))
         results["converge_s"] = playbook("playbooks/site.yml", inv1, 1)
-        results["noop_s"] = statistics.median(playbook("playbooks/site.yml", inv1, 1) for _ in range(a.repeat))
-        results["audit_s"] = statistics.median(playbook("playbooks/audit.yml", inv1, 1) for _ in range(a.repeat))
+        results["noop_s"] = statistics.median(playbook("playbooks/site.yml", inv1, 1, expect_noop=True)
+                                              for _ in range(a.repeat))
+        results["audit_s"] = statistics.median(playbook("playbooks/audit.yml", inv1, 1, expect_noop=True) for _ in range(a.repeat))
         # Keep what was measured even if the fleet part fails.
         print(json.dumps({k: round(v, 1) for k, v in results.items()}), flush=True)
-        # Clone the converged rig for the fleet measurements.
+        # Clone the converged rig for the fleet measurements. Docker's own state inside the rig is
+        # left out of the clone: on overlayfs a clone's dockerd cannot rename directories that lie
+        # in the image's lower layer ("invalid cross-device link") and never starts; emptied, it
+        # starts as on a fresh install, with the configuration rigkeeper wrote (daemon.json).
+        simctl.run(["docker", "exec", "rk-bench-0", "sh", "-c",
+                    "systemctl stop docker.socket docker.service containerd.service"
+                    " && rm -rf /var/lib/docker /var/lib/containerd"], capture=True)
         simctl.run(["docker", "commit", "rk-bench-0", "rigkeeper-sim:bench-converged"], capture=True)
+        simctl.down(["rk-bench-0"], quiet=True)
+        made.remove("rk-bench-0")
         fleet = {}
         for n in counts:
             names = [f"rk-bench-f{i}" for i in range(n)]
@@ -103,7 +117,7 @@ def main(argv=None) -> int:
                 simctl.wait_booted(name, timeout=120)
             inv = inventory(names, invdir / f".bench-{n}.json")
             fl = statistics.median(playbook(str(floor_pb), inv, n) for _ in range(a.repeat))
-            au = statistics.median(playbook("playbooks/audit.yml", inv, n) for _ in range(a.repeat))
+            au = statistics.median(playbook("playbooks/audit.yml", inv, n, expect_noop=True) for _ in range(a.repeat))
             fleet[n] = {"floor_s": fl, "audit_s": au, "audit_per_host_s": au / n}
         results["fleet"] = fleet
     finally:

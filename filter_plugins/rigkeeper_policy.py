@@ -1303,27 +1303,43 @@ def rk_kernel_args(cpu_vendor, iommu_mode='unmanaged', mitigations_off=None, ext
             'absent': iommu['absent'] + mitigations['absent']}
 
 
+# Kernel parameters the kernel honours every time they appear (each console= adds a console);
+# for all others the last occurrence is the one in effect.
+_CMDLINE_MULTI_VALUED = frozenset({'console'})
+
+
 def _parse_cmdline(cmdline):
+    """{key: [values in order]} (None for a bare flag)."""
     if isinstance(cmdline, dict):
-        return {str(k): (None if v is None else str(v)) for k, v in cmdline.items()}
+        return {str(k): [None if v is None else str(v)] for k, v in cmdline.items()}
     if isinstance(cmdline, str):
         args = {}
         for token in cmdline.split():
             key, sep, value = token.partition('=')
-            args[key] = value if sep else None
+            args.setdefault(key, []).append(value if sep else None)
         return args
     raise _err('cmdline must be rigkeeper_host.cmdline_args (dict) or rigkeeper_host.cmdline (str), '
                f'got {type(cmdline).__name__}')
 
 
+def _cmdline_has(args, key, value):
+    """Whether `key=value` is in effect: any occurrence for multi-valued keys, else the last."""
+    values = args.get(key)
+    if not values:
+        return False
+    return value in values if key in _CMDLINE_MULTI_VALUED else values[-1] == value
+
+
 def rk_cmdline_diff(cmdline, kernel_args):
     """Compare the running kernel command line with the wanted arguments.
 
-    :param cmdline: ``rigkeeper_host.cmdline_args`` (``{"amd_iommu": "off", "quiet": None}``) or
-        the raw ``rigkeeper_host.cmdline`` string.
+    :param cmdline: the raw ``rigkeeper_host.cmdline`` string (preferred: it keeps repeated
+        arguments such as two ``console=``), or ``rigkeeper_host.cmdline_args``
+        (``{"amd_iommu": "off", "quiet": None}``, one value per key).
     :param kernel_args: ``{present, absent}`` from :func:`rk_kernel_args`.
     :returns: ``{in_sync: bool, missing: [present args not in effect], unwanted: [absent entries
-        in effect]}``. Not in sync after GRUB was updated means a reboot is pending.
+        in effect]}``. Not in sync after GRUB was updated means a reboot is pending. A repeated key
+        counts by its last value (the kernel's rule), except ``console``, where every value counts.
     """
     args = _parse_cmdline(cmdline)
     if not isinstance(kernel_args, dict):
@@ -1331,12 +1347,16 @@ def rk_cmdline_diff(cmdline, kernel_args):
     missing, unwanted = [], []
     for arg in _as_list(kernel_args.get('present'), 'kernel_args.present'):
         key, sep, value = str(arg).partition('=')
-        if key not in args or (sep and args[key] != value):
+        if key not in args or (sep and not _cmdline_has(args, key, value)):
             missing.append(arg)
     for arg in _as_list(kernel_args.get('absent'), 'kernel_args.absent'):
         key, sep, value = str(arg).partition('=')
-        if key in args and (not sep or args[key] == value):
-            unwanted.append(arg if sep or args[key] is None else f'{key}={args[key]}')
+        if sep:
+            if _cmdline_has(args, key, value):
+                unwanted.append(arg)
+        elif key in args:
+            last = args[key][-1]
+            unwanted.append(arg if last is None else f'{key}={last}')
     return {'in_sync': not missing and not unwanted, 'missing': missing, 'unwanted': unwanted}
 
 

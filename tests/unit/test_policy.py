@@ -936,6 +936,16 @@ def test_kernel_args_extras_allowed_when_preset_unmanaged():
     ({'mitigations': 'auto'}, {'present': [], 'absent': ['mitigations=off']},
      {'in_sync': True, 'missing': [], 'unwanted': []}),
     ('ro quiet', {'present': ['quiet'], 'absent': []}, {'in_sync': True, 'missing': [], 'unwanted': []}),
+    # Every console= counts; a repeated console does not look like drift.
+    ('ro console=tty0 console=ttyS0,115200n8', {'present': ['console=tty0', 'console=ttyS0,115200n8'], 'absent': []},
+     {'in_sync': True, 'missing': [], 'unwanted': []}),
+    # Anything else: the last occurrence is in effect.
+    ('ro iommu=off iommu=pt', {'present': ['iommu=pt'], 'absent': ['iommu=off']},
+     {'in_sync': True, 'missing': [], 'unwanted': []}),
+    ('ro iommu=pt iommu=off', {'present': ['iommu=pt'], 'absent': ['iommu=off']},
+     {'in_sync': False, 'missing': ['iommu=pt'], 'unwanted': ['iommu=off']}),
+    ('ro iommu=pt iommu=off', {'present': [], 'absent': ['iommu']},
+     {'in_sync': False, 'missing': [], 'unwanted': ['iommu=off']}),
 ])
 def test_cmdline_diff(cmdline, args, expected):
     assert policy.rk_cmdline_diff(cmdline, args) == expected

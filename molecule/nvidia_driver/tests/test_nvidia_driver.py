@@ -72,6 +72,20 @@ def test_unattended_upgrades_blacklist(host):
         assert f'"{pattern}";' in dump, dump
 
 
+def test_index_refreshes_are_stamped_and_the_next_run_skips_the_refresh(host, playbook):
+    """apt touches the update-success stamp after each refresh (the hook rigkeeper adds), so a run
+    within nvidia_driver_apt_cache_valid_time finds the index fresh and leaves apt alone."""
+    dump = host.check_output("apt-config dump APT::Update::Post-Invoke-Success")
+    assert "touch /var/lib/apt/periodic/update-success-stamp" in dump, dump
+    host.run_expect([0], "rm -f /var/lib/apt/periodic/update-success-stamp && apt-get -qq update")
+    assert host.file("/var/lib/apt/periodic/update-success-stamp").exists
+    run = playbook()
+    assert run.returncode == 0, run.output
+    assert run.changed == 0, run.output
+    refresh = run.output.split("TASK [nvidia_driver : Refresh the package index")[1].split("TASK [")[0]
+    assert "skipping:" in refresh, refresh
+
+
 def test_nouveau_blacklisted_and_in_the_initramfs(host):
     text = host.file(NOUVEAU).content_string
     assert "blacklist nouveau" in text and "options nouveau modeset=0" in text
