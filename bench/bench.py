@@ -119,6 +119,7 @@ def main(argv=None) -> int:
             fl = statistics.median(playbook(str(floor_pb), inv, n) for _ in range(a.repeat))
             au = statistics.median(playbook("playbooks/audit.yml", inv, n, expect_noop=True) for _ in range(a.repeat))
             fleet[n] = {"floor_s": fl, "audit_s": au, "audit_per_host_s": au / n}
+            print(json.dumps({f"fleet_{n}": {k: round(v, 1) for k, v in fleet[n].items()}}), flush=True)
         results["fleet"] = fleet
     finally:
         simctl.down(made, quiet=True)
