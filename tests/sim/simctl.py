@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """simctl: build and drive simulated GPU rigs (Debian 12 systemd containers under Docker).
 
-    simctl.py build                      base image + fake NVIDIA apt repos (each only when its recipe changed)
+    simctl.py build                      base image + fake NVIDIA apt repos (each only when its recipe changed),
+                                         built from what git tracks (the index), never the working tree
+    simctl.py clean                      remove the rigs, images, volumes and .cache/sim it made
     simctl.py up NAME [--config 2x4090] [--ssh-port 2222] [--archive]
     simctl.py restart NAME               the simulator's reboot: /run is wiped, boot unit runs again
     simctl.py down NAME [NAME ...]
@@ -17,9 +19,12 @@ as a new boot.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,16 +62,113 @@ def run(cmd, check=True, capture=False, quiet=False, **kw):
 SSH_KEY = ROOT / ".cache" / "sim" / "ssh" / "rig_admin_ed25519"
 
 
+DEBIAN_SUITE = os.environ.get("RIGKEEPER_DEBIAN_SUITE", "bookworm")
+DEBIAN_MIRROR = os.environ.get("RIGKEEPER_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# What each build reads, as paths in the repository: nothing else reaches the image or the repos.
+IMAGE_RECIPE = ["tests/sim/image"]
+REPO_RECIPE = ["tests/sim/repo", "tests/sim/pkgsrc", "tests/sim/configs"]
+
+
+def _git(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(ROOT), *args], check=check, text=True, capture_output=True)
+
+
+def recipe(paths: list[str]) -> tuple[str, list[str], list[str]]:
+    """(tree, ids, notes) of a build recipe: what git tracks at those paths, as staged in the index.
+
+    `tree` is the index written as a git tree (what `export` reads); `ids` are git's tree ids of the
+    paths, which hash file contents, names, modes and the directory structure they imply, so a key
+    made of them changes exactly when the tracked input does. `notes` name working-tree changes the
+    build will not see (unstaged edits, untracked or ignored files)."""
+    if _git("rev-parse", "--is-inside-work-tree", check=False).returncode != 0:
+        raise SystemExit(f"simctl: {ROOT} is not a git checkout: the simulator is built only from what git tracks")
+    tree = _git("write-tree").stdout.strip()
+    ids = []
+    for p in paths:
+        res = _git("rev-parse", f"{tree}:{p}", check=False)
+        if res.returncode != 0:
+            raise SystemExit(f"simctl: git tracks nothing at {p}: add the recipe to git first")
+        ids.append(f"{p} {res.stdout.strip()}")
+    notes = []
+    dirty = _git("diff", "--name-only", "--", *paths).stdout.split()
+    if dirty:
+        notes.append("unstaged changes not built (git add them): " + ", ".join(dirty))
+    extra = _git("ls-files", "--others", "--", *paths).stdout.split()
+    extra = [e for e in extra if "__pycache__" not in e]
+    if extra:
+        notes.append("files git does not track, not built: " + ", ".join(extra))
+    return tree, ids, notes
+
+
+def export(tree: str, paths: list[str], dest: Path) -> None:
+    """Write the tracked files at `paths` of git tree `tree` under `dest` (same relative paths)."""
+    arch = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", tree, "--", *paths],
+                          check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=arch.stdout, check=True)
+
+
+def image_key() -> tuple[str, str, list[str]]:
+    """(key, tree, notes) of the base image: its tracked recipe, the Debian suite and mirror."""
+    tree, ids, notes = recipe(IMAGE_RECIPE)
+    h = hashlib.sha256("\n".join(ids + [DEBIAN_SUITE, DEBIAN_MIRROR]).encode()).hexdigest()[:12]
+    return h, tree, notes
+
+
+def build_image() -> None:
+    key, tree, notes = image_key()
+    for n in notes:
+        print(f"simctl: image recipe: {n}", file=sys.stderr)
+    tag = f"rigkeeper-sim:{key}"
+    if run(["docker", "image", "inspect", tag], check=False, capture=True, quiet=True).returncode == 0:
+        run(["docker", "tag", tag, IMAGE], quiet=True)
+        print(f"base image {tag} is current")
+        return
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="rk-image-") as tmp:
+        export(tree, IMAGE_RECIPE, Path(tmp))
+        run([Path(tmp) / IMAGE_RECIPE[0] / "build.sh", tag, DEBIAN_SUITE, DEBIAN_MIRROR])
+    run(["docker", "tag", tag, IMAGE], quiet=True)
+    print(f"base image {tag} built in {time.monotonic() - t0:.0f} s")
+
+
+def build_repos(force: bool = False) -> None:
+    tree, _ids, notes = recipe(REPO_RECIPE)
+    for n in notes:
+        print(f"simctl: repository recipe: {n}", file=sys.stderr)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="rk-repo-") as tmp:
+        export(tree, REPO_RECIPE, Path(tmp))
+        cmd = [sys.executable, Path(tmp) / "tests/sim/repo/build_repo.py", "--out", REPO_DIR]
+        if force:
+            cmd.append("--force")
+        run(cmd)
+    print(f"fake NVIDIA repositories ready in {time.monotonic() - t0:.0f} s")
+
+
 def build(force: bool = False) -> None:
-    run([SIM / "image" / "build.sh"])
+    build_image()
     if not SSH_KEY.exists():
         # The simulated rig's admin key (inventory/sim gives it to the ssh role): made here, never committed.
         SSH_KEY.parent.mkdir(parents=True, exist_ok=True)
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rigkeeper-sim-admin", "-f", SSH_KEY])
-    cmd = [sys.executable, SIM / "repo" / "build_repo.py", "--out", REPO_DIR]
-    if force:
-        cmd.append("--force")
-    run(cmd)
+    build_repos(force)
+
+
+def clean() -> None:
+    """Remove everything rigkeeper's simulator cached on this machine: rigs, their volumes, the
+    images (base and snapshots) and .cache/sim. What CI does first, so it sees a fresh machine."""
+    ids = run(["docker", "ps", "-aq", "--filter", "label=" + LABEL], capture=True, quiet=True).stdout.split()
+    if ids:
+        run(["docker", "rm", "-f", "-v", *ids], capture=True, quiet=True)
+    images = run(["docker", "images", "-q", "--filter", "label=org.rigkeeper.sim"], capture=True, quiet=True).stdout.split()
+    images += run(["docker", "images", "-q", "--filter", "reference=rigkeeper-*"], capture=True, quiet=True).stdout.split()
+    if images:
+        run(["docker", "rmi", "-f", *sorted(set(images))], check=False, capture=True, quiet=True)
+    vols = run(["docker", "volume", "ls", "-q", "--filter", "label=org.rigkeeper.sim"], capture=True, quiet=True).stdout.split()
+    if vols:
+        run(["docker", "volume", "rm", "-f", *vols], check=False, capture=True, quiet=True)
+    shutil.rmtree(ROOT / ".cache" / "sim", ignore_errors=True)
+    print(f"removed {len(ids)} rig(s), {len(set(images))} image(s), {len(vols)} volume(s) and .cache/sim")
 
 
 def config_path(config: str) -> Path:
@@ -146,6 +248,7 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build")
     b.add_argument("--force", action="store_true")
+    sub.add_parser("clean")
     u = sub.add_parser("up")
     u.add_argument("name")
     u.add_argument("--config", default="2x4090")
@@ -161,6 +264,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "build":
         build(a.force)
+    elif a.cmd == "clean":
+        clean()
     elif a.cmd == "up":
         up(a.name, a.config, a.ssh_port, archive=not a.no_archive)
     elif a.cmd == "restart":
