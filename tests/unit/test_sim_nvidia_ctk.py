@@ -15,8 +15,9 @@ CTK = REPO / "tests" / "sim" / "pkgsrc" / "nvidia_ctk.py"
 
 @pytest.fixture
 def ctk(tmp_path):
-    (tmp_path / "usr/lib/rigkeeper-sim").mkdir(parents=True)
-    (tmp_path / "usr/lib/rigkeeper-sim/kmod-version").write_text("580.95.05\n")
+    # The loaded module (what the simulator's kernel writes at boot).
+    (tmp_path / "run/rigkeeper-sim/sys/module/nvidia").mkdir(parents=True)
+    (tmp_path / "run/rigkeeper-sim/sys/module/nvidia/version").write_text("580.95.05\n")
 
     def run(*args: str):
         env = dict(os.environ, RIGKEEPER_SIM_ROOT=str(tmp_path))
@@ -81,9 +82,18 @@ def test_cdi_generate(ctk):
     assert [d["name"] for d in as_json["devices"]] == ["0", "1", "all"]
 
 
-def test_cdi_generate_needs_a_driver(ctk):
-    (ctk.root / "usr/lib/rigkeeper-sim/kmod-version").unlink()
-    assert ctk("cdi", "generate").returncode == 1
+def test_cdi_generate_needs_a_loaded_driver(ctk):
+    """An installed driver waiting for its reboot is not enough: NVML needs the loaded module."""
+    (ctk.root / "run/rigkeeper-sim/sys/module/nvidia/version").unlink()
+    (ctk.root / "usr/lib/rigkeeper-sim").mkdir(parents=True)
+    r = ctk("cdi", "generate")
+    assert r.returncode == 1 and "ERROR_DRIVER_NOT_LOADED" in r.stderr + r.stdout
+
+
+def test_cdi_generate_lists_only_the_driven_gpus(ctk):
+    (ctk.root / "run/rigkeeper-sim/sys/module/nvidia/gpus").write_text("00000000:01:00.0\n")
+    spec = json.loads(ctk("cdi", "generate", "--format=json").stdout)
+    assert [d["name"] for d in spec["devices"]] == ["0", "all"]
 
 
 def test_create_dev_char_symlinks(ctk):

@@ -35,25 +35,30 @@ class Sim:
         (root / "etc/rigkeeper-sim").mkdir(parents=True)
         (root / "usr/lib/rigkeeper-sim").mkdir(parents=True)
         self.use_config("2x4090.json")
-        self.install_kmod(V580)
+        self.install_kmod(V580)  # booted with the 580 module loaded
 
     def use_config(self, name: str) -> None:
         shutil.copy(CONFIGS / name, self.root / "etc/rigkeeper-sim/gpus.json")
 
     def install_kmod(self, version: str | None) -> None:
-        p = self.root / "usr/lib/rigkeeper-sim/kmod-version"
+        """What the simulator's kernel (simkernel.py) does at boot: the loaded module's version
+        (None: no module loaded). nvsim.py never loads one itself."""
+        p = self.loaded
         if version is None:
             p.unlink(missing_ok=True)
         else:
+            p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(version + "\n")
 
     @property
     def loaded(self) -> Path:
         return self.root / "run/rigkeeper-sim/sys/module/nvidia/version"
 
-    def reboot(self) -> None:
-        """/run is a tmpfs: a container restart empties it."""
+    def reboot(self, module: str | None = V580) -> None:
+        """/run is a tmpfs: a container restart empties it; then the kernel loads `module` (None:
+        no NVIDIA module loads at this boot)."""
         shutil.rmtree(self.root / "run", ignore_errors=True)
+        self.install_kmod(module)
 
     def run(self, *args: str, version: str = V580, uid: int = 0, tool: str = "nvidia-smi"):
         env = dict(os.environ, RIGKEEPER_SIM_ROOT=str(self.root), RIGKEEPER_SIM_UID=str(uid),
@@ -299,21 +304,38 @@ def test_reset_without_persistence_option(sim):
 
 # --- the driver -------------------------------------------------------------------------------
 
-def test_installed_module_is_loaded_on_first_use(sim):
+def test_nothing_loads_on_demand(sim):
+    """An installed driver whose module is not loaded (a fresh box before its reboot, nouveau
+    holding the GPUs) answers with the real "couldn't communicate" text; asking does not load it."""
+    sim.install_kmod(None)
+    r = sim.run("--query-gpu=driver_version", "--format=csv,noheader")
+    assert r.returncode == 9 and "couldn't communicate with the NVIDIA driver" in r.stdout
     assert not sim.loaded.exists()
+    sim.install_kmod(V580)
     assert sim.query("driver_version") == [[V580], [V580]]
-    assert sim.loaded.read_text().strip() == V580
 
 
 def test_version_mismatch_after_upgrade_without_reboot(sim):
     sim.install_kmod(V535)
-    sim.ok("-L", version=V535)            # 535 loaded
-    sim.install_kmod(V580)                # upgrade installs 580 module and userspace
-    r = sim.run("-L", version=V580)
+    sim.ok("-L", version=V535)            # booted with 535
+    r = sim.run("-L", version=V580)       # 580's userspace installed, the 535 module still loaded
     assert r.returncode == 18
     assert r.stdout == "Failed to initialize NVML: Driver/library version mismatch\nNVML library version: 580.95\n"
-    sim.reboot()
+    sim.reboot(module=None)               # nothing is loaded until the kernel loads a module at boot
+    assert sim.run("-L", version=V580).returncode == 9
+    sim.reboot(module=V580)
     assert sim.run("-L", version=V580).returncode == 0
+
+
+def test_only_the_gpus_the_module_drives_are_listed(sim):
+    """A GPU the loaded module left out (fallen off the bus, or a legacy card on 590+) is gone from
+    every listing, and the others are re-indexed."""
+    driven = sim.loaded.parent / "gpus"
+    driven.write_text("00000000:02:00.0\n")
+    assert sim.query("index,pci.bus_id") == [["0", "00000000:02:00.0"]]
+    driven.write_text("")
+    r = sim.run("-L")
+    assert (r.returncode, r.stdout) == (6, "No devices were found\n")
 
 
 def test_no_driver(sim):

@@ -211,8 +211,15 @@ def test_driver_payloads(built, tmp_path):
     _extract(built, f"{pool}/nvidia-compute-utils-580_580.95.05-0ubuntu0.24.04.1_amd64.deb", root)
     _extract(built, f"{pool}/libnvidia-compute-580_580.95.05-0ubuntu0.24.04.1_amd64.deb", root)
     assert "version='580.95.05'" in (root / "usr/bin/nvidia-smi").read_text()
-    assert (root / "usr/lib/rigkeeper-sim/kmod-version").read_text() == "580.95.05\n"
-    assert (root / "usr/lib/rigkeeper-sim/kmod-type").read_text() == "open\n"
+    _extract(built, f"{pool}/nvidia-firmware-580-580.95.05_580.95.05-0ubuntu0.24.04.1_amd64.deb", root)
+    assert (root / "lib/firmware/nvidia/580.95.05/gsp_ga10x.bin").exists()
+    # The DKMS package builds through the simulator's DKMS (simkernel.py), for kernels with headers.
+    control = tmp_path / "control"
+    subprocess.run(["dpkg-deb", "-e", str(built[0] / f"{pool}/nvidia-dkms-580-open_580.95.05-0ubuntu0.24.04.1_amd64.deb"),
+                    str(control)], check=True)
+    assert "dkms-install --version 580.95.05 --type open" in (control / "postinst").read_text()
+    assert "nvidia-firmware-580-580.95.05" in (control / "control").read_text()
+    assert (root / "etc/kernel/postinst.d/rigkeeper-sim-nvidia-dkms-580-open").exists()
     assert os.readlink(root / "usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1") == "libnvidia-ml.so.580.95.05"
     unit = (root / "lib/systemd/system/nvidia-persistenced.service").read_text()
     assert "ExecStart=/usr/bin/nvidia-persistenced --user nvidia-persistenced --no-persistence-mode --verbose\n" in unit
@@ -223,6 +230,8 @@ def test_driver_payloads(built, tmp_path):
     baked = json.loads(eval(line.split(" = ", 1)[1]))  # a repr()'d string literal
     assert baked == json.loads((REPO / "tests/sim/configs/2x4090.json").read_text())
     # The installed module, with no /etc/rigkeeper-sim/gpus.json, falls back to the baked default.
+    (root / "run/rigkeeper-sim/sys/module/nvidia").mkdir(parents=True)
+    (root / "run/rigkeeper-sim/sys/module/nvidia/version").write_text("580.95.05\n")
     env = dict(os.environ, RIGKEEPER_SIM_ROOT=str(root), RIGKEEPER_SIM_UID="0")
     r = subprocess.run([sys.executable, str(root / "usr/lib/rigkeeper-sim/nvidia_smi.py"), "nvidia-smi",
                         "580.95.05", "-L"], env=env, capture_output=True, text=True)

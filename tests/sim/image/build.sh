@@ -15,13 +15,19 @@ tag=${1:?usage: build.sh TAG [SUITE] [MIRROR]}
 suite=${2:-bookworm}
 mirror=${3:-http://deb.debian.org/debian}
 pkgs=$(grep -v '^#' "$here/packages.txt" | grep -v '^$' | paste -sd, -)
+# The kernel the rig boots (Ubuntu 24.04's generic flavour, as a cloud image ships it: no headers).
+kernel_release=6.8.0-51-generic kernel_version=6.8.0-51.52 kernel_meta=6.8.0.51.52
 dirs=$(grep -v '^#' "$here/dirs.txt" | grep -v '^$' | tr '\n' ' ')
 tar=$(mktemp --suffix=.tar)
-trap 'rm -f "$tar"' EXIT
+debs=$(mktemp -d)
+trap 'rm -rf "$tar" "$debs"' EXIT
+"$here/kernel.sh" "$kernel_release" "$kernel_version" "$kernel_meta" "$debs"
 echo "building $tag with mmdebstrap (Debian $suite, $mirror)"
 mmdebstrap --quiet --variant=minbase --include="$pkgs" \
   --customize-hook="for d in $dirs; do mkdir -p \"\$1\$d\"; done" \
   --customize-hook="tar -C '$here/rootfs' -cf - . | tar -C \"\$1\" --no-same-owner -xf -" \
+  --customize-hook="mkdir -p \"\$1/tmp/kernel\" && cp '$debs'/*.deb \"\$1/tmp/kernel/\"" \
+  --customize-hook='chroot "$1" sh -c "dpkg -i /tmp/kernel/*.deb >/dev/null" && rm -rf "$1"/tmp/kernel "$1"/run/reboot-required* "$1"/var/lib/rigkeeper-sim' \
   --customize-hook='chroot "$1" systemctl enable rigkeeper-sim-boot.service' \
   --customize-hook='mkdir -p "$1"/etc/rigkeeper-sim && ln -sfn /usr/share/rigkeeper-sim/configs/2x4090.json "$1"/etc/rigkeeper-sim/gpus.json' \
   --customize-hook='chroot "$1" systemctl mask console-getty.service' \

@@ -162,14 +162,20 @@ def _gpus() -> list[dict] | None:
                 return f.read().strip()
         except FileNotFoundError:
             return None
-    if not (read("/run/rigkeeper-sim/sys/module/nvidia/version") or read("/usr/lib/rigkeeper-sim/kmod-version")):
+    # NVML needs the loaded module: an installed driver that waits for its reboot gives no spec.
+    if not read("/run/rigkeeper-sim/sys/module/nvidia/version"):
         return None
     raw = read("/etc/rigkeeper-sim/gpus.json") or DEFAULT_CONFIG_JSON
     if raw is None:
         here = os.path.dirname(os.path.abspath(__file__))
         with open(os.path.join(here, "..", "configs", "2x4090.json"), encoding="utf-8") as f:
             raw = f.read()
-    return json.loads(raw)["gpus"]
+    driven = read("/run/rigkeeper-sim/sys/module/nvidia/gpus")
+    gpus = json.loads(raw)["gpus"]
+    if driven is not None:
+        keep = {ln.strip().upper() for ln in driven.splitlines() if ln.strip()}
+        gpus = [g for g in gpus if g["pci_bus_id"].upper() in keep]
+    return gpus
 
 
 def _yaml(obj, indent: int = 0) -> list[str]:
@@ -211,7 +217,7 @@ def cdi_generate(argv: list[str], log: Logger) -> int:
     gpus = _gpus()
     if gpus is None:
         log.error("failed to generate CDI spec: failed to create device CDI specs: failed to "
-                  "initialize NVML: ERROR_LIBRARY_NOT_FOUND")  # UNVERIFIED exact wording
+                  "initialize NVML: ERROR_DRIVER_NOT_LOADED")  # UNVERIFIED exact wording
         return 1
     log.info("Auto-detected mode as 'nvml'")
     strategy = opts.get("device-name-strategy", "index")

@@ -15,8 +15,9 @@ package's exact upstream version, e.g. ``nvsim.smi_main(sys.argv[1:], version="5
 
 Contract with the rest of the simulator (see tests/sim/README.md):
   /etc/rigkeeper-sim/gpus.json                 the GPUs (schema in the README; presets in tests/sim/configs)
-  /usr/lib/rigkeeper-sim/kmod-version          "installed kernel module" (from nvidia-dkms-<branch>)
-  /run/rigkeeper-sim/sys/module/nvidia/version "loaded kernel module" (boot unit copies kmod-version)
+  /run/rigkeeper-sim/sys/module/nvidia/version "loaded kernel module" (the simulator's kernel,
+                                               simkernel.py in the image, loads it at boot)
+  /run/rigkeeper-sim/sys/module/nvidia/gpus    the bus ids that module drives
   /run/rigkeeper-sim/state.json                power limits, persistence (tmpfs: a reboot resets it)
   /run/rigkeeper-sim/compute-apps.json         optional fake running processes
 Environment: RIGKEEPER_SIM_ROOT prefixes every path above (unit tests), RIGKEEPER_SIM_UID fakes the
@@ -52,9 +53,8 @@ def path(p: str) -> str:
 CONFIG = "/etc/rigkeeper-sim/gpus.json"
 RUN = "/run/rigkeeper-sim"
 LIB = "/usr/lib/rigkeeper-sim"
-KMOD_VERSION = LIB + "/kmod-version"
-KMOD_TYPE = LIB + "/kmod-type"
 LOADED_VERSION = RUN + "/sys/module/nvidia/version"
+LOADED_GPUS = RUN + "/sys/module/nvidia/gpus"
 STATE = RUN + "/state.json"
 COMPUTE_APPS = RUN + "/compute-apps.json"
 FM_PIDFILE = RUN + "/nv-fabricmanager.pid"
@@ -202,24 +202,32 @@ def installed_nvml_version(baked: str) -> str:
 
 
 def load_module() -> str | None:
-    """The loaded kernel module version, "loading" the installed one first if none is loaded.
+    """The loaded kernel module's version, or None when no NVIDIA module is loaded.
 
-    This is what nvidia-modprobe (setuid root, called by NVML) does on a real host after a driver
-    install without a reboot. Returns None when no module is installed.
+    Nothing is loaded on demand: on a real host nvidia-modprobe can load an installed module only
+    when nothing else holds the GPUs (nouveau does on a fresh Ubuntu box) and Secure Boot accepts
+    it, and a new driver's module cannot replace a loaded one without a reboot. The simulator's
+    kernel (simkernel.py in the image) loads the module at boot, or on an explicit
+    `modprobe nvidia` that a real kernel would accept; here it is only read.
     """
-    loaded = _read(LOADED_VERSION)
-    if loaded:
-        return loaded
-    installed = _read(KMOD_VERSION)
-    if not installed:
+    return _read(LOADED_VERSION) or None
+
+
+def driven_bus_ids() -> set[str] | None:
+    """Bus ids the loaded module drives (sys/module/nvidia/gpus: GPUs its branch or flavour does
+    not support, or that fell off the bus, are left out), or None when not recorded (all)."""
+    raw = _read(LOADED_GPUS)
+    if raw is None:
         return None
-    try:
-        os.makedirs(os.path.dirname(path(LOADED_VERSION)), exist_ok=True)
-        with open(path(LOADED_VERSION), "w", encoding="utf-8") as f:
-            f.write(installed + "\n")
-    except OSError:
-        pass  # nvidia-modprobe is setuid root; a non-root caller still gets a loaded module
-    return installed
+    return {ln.strip().upper() for ln in raw.splitlines() if ln.strip()}
+
+
+def visible(cfg: dict) -> dict:
+    """The preset as NVML sees it: only the GPUs the loaded module drives, re-indexed."""
+    driven = driven_bus_ids()
+    if driven is None:
+        return cfg
+    return dict(cfg, gpus=[g for g in cfg["gpus"] if g["pci_bus_id"].upper() in driven])
 
 
 # Messages: "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make
@@ -828,7 +836,7 @@ BAD_COMBINATION = "Invalid combination of input arguments. Please run 'nvidia-sm
 class SmiContext:
     def __init__(self, version: str):
         self.version = version
-        self.cfg = load_config()
+        self.cfg = visible(load_config())
         self.apps = compute_apps(self.cfg["gpus"])
 
     def used_mib(self, g: dict, i: int) -> int:
@@ -953,6 +961,9 @@ def _smi(argv: list[str], version: str) -> str:
     if opts.get("version"):
         return (f"NVIDIA-SMI version  : {version}\nNVML version        : {short_version(driver)}\n"
                 f"DRIVER version      : {driver}\nCUDA Version        : {CUDA_BY_BRANCH.get(branch_of(driver), '12.2')}\n")
+    if not cfg["gpus"]:
+        # The module is loaded but drives no GPU (exit 6, "object not found"; UNVERIFIED wording).
+        raise SimError("No devices were found", EXIT_NOT_FOUND)
     chosen = select_gpus(cfg["gpus"], opts.get("id"))
     actions = [k for k in ("pl", "pm", "query_gpu", "query_apps", "list", "query") if k in opts]
     if len([a for a in actions if a in ("pl", "pm", "query_gpu", "query_apps", "list")]) > 1:
@@ -1280,7 +1291,7 @@ def persistenced_main(argv: list[str], version: str) -> int:
     if uid is not None and euid() == 0 and os.geteuid() == 0:
         with contextlib.suppress(OSError):
             os.chown(rundir, uid, gid if gid is not None else -1)
-    cfg = load_config()
+    cfg = visible(load_config())
     if persist:
         with locked_state(write=True) as state:
             for g in cfg["gpus"]:

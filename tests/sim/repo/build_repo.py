@@ -135,6 +135,31 @@ def cuda_list(url_base: str) -> str:
 
 
 SCRIPTS = {
+    # The fake nvidia-dkms postinst/prerm: the simulator's DKMS (simkernel.py in the image) builds the
+    # module for every installed kernel with headers, or removes this version's builds.
+    "dkms-postinst": lambda version, kind: f"""#!/bin/sh
+set -e
+if [ "$1" = configure ] && [ -x /usr/lib/rigkeeper-sim/simkernel.py ]; then
+  /usr/bin/python3 /usr/lib/rigkeeper-sim/simkernel.py dkms-install --version {version} --type {kind}
+fi
+exit 0
+""",
+    "dkms-prerm": lambda version: f"""#!/bin/sh
+set -e
+if [ -x /usr/lib/rigkeeper-sim/simkernel.py ]; then
+  /usr/bin/python3 /usr/lib/rigkeeper-sim/simkernel.py dkms-remove --version {version}
+fi
+exit 0
+""",
+    # Kernel image and headers scripts: what Ubuntu's linux-image postinst does (postinst.d hooks,
+    # initramfs, GRUB, reboot-required), done by the simulator's kernel.
+    "kernel-script": lambda cases, cmd, release: f"""#!/bin/sh
+set -e
+case "$1" in
+  {cases}) [ ! -x /usr/lib/rigkeeper-sim/simkernel.py ] || /usr/bin/python3 /usr/lib/rigkeeper-sim/simkernel.py {cmd} {release} ;;
+esac
+exit 0
+""",
     # nvidia-compute-utils postinst (debian/templates/nvidia-compute-utils-flavour.postinst.in):
     # create the nvidia-persistenced system user and group. useradd when adduser is absent.
     "persistenced-postinst": lambda: """#!/bin/sh
@@ -216,6 +241,7 @@ class Payloads:
         """(content, mode) of one file; content None means a directory."""
         text = {
             "text": lambda: arg,
+            "script": lambda: arg,
             "placeholder": lambda: f"rigkeeper simulator placeholder: {arg}\n",
             "wrapper": lambda: wrapper(*arg),
             "nvsim": lambda: self.nvsim,
@@ -236,7 +262,7 @@ class Payloads:
         if kind == "keyring":
             return self.keyring, 0o644
         body = text[kind]()
-        executable = kind in ("wrapper", "sim-modprobe", "nvcc", "container-cli", "ctk",
+        executable = kind in ("wrapper", "script", "sim-modprobe", "nvcc", "container-cli", "ctk",
                               "container-runtime", "runtime-hook")
         return body.encode(), 0o755 if executable else 0o644
 
@@ -460,7 +486,7 @@ def build(out: str, url_base: str = DEFAULT_URL_BASE, force: bool = False, epoch
             os.makedirs(cache)
             todo: dict[tuple[str, str], Deb] = {}
             for debs in repos.values():
-                for deb in debs:
+                for deb in (d for group in debs.values() for d in group) if isinstance(debs, dict) else debs:
                     todo.setdefault(deb.key, deb)
             with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
                 futures = {key: pool.submit(build_deb, deb, payloads, os.path.join(cache, deb.filename), epoch, work)
@@ -511,27 +537,29 @@ def _date(epoch: int) -> str:
     return email.utils.formatdate(epoch, usegmt=True).replace("GMT", "UTC")
 
 
-def write_archive(base: str, debs: list[Deb], built, signer: Signer, epoch: int) -> None:
-    dist = os.path.join(base, "dists", ARCHIVE_SUITE)
-    bindir = os.path.join(dist, ARCHIVE_COMPONENT, "binary-amd64")
-    os.makedirs(bindir)
-    data = _packages(debs, built, base, pool_path)
-    with open(os.path.join(bindir, "Packages"), "wb") as fh:
-        fh.write(data)
-    with open(os.path.join(bindir, "Packages.gz"), "wb") as fh:
-        fh.write(gz(data, epoch))
-    with open(os.path.join(bindir, "Release"), "w", encoding="utf-8") as fh:
-        fh.write(f"Archive: {ARCHIVE_SUITE}\nVersion: 24.04\nComponent: {ARCHIVE_COMPONENT}\n"
-                 "Origin: Ubuntu\nLabel: Ubuntu\nArchitecture: amd64\n")
-    comp = f"{ARCHIVE_COMPONENT}/binary-amd64"
-    header = [("Origin", "Ubuntu"), ("Label", "Ubuntu"), ("Suite", ARCHIVE_SUITE), ("Version", "24.04"),
-              ("Codename", ARCHIVE_SUITE), ("Date", _date(epoch)), ("Architectures", "amd64"),
-              ("Components", ARCHIVE_COMPONENT),
-              ("Description", "Ubuntu Noble 24.04 (rigkeeper simulator: NVIDIA packages only)")]
-    release = os.path.join(dist, "Release")
-    with open(release, "w", encoding="utf-8") as fh:
-        fh.write(release_text(header, dist, [f"{comp}/Packages", f"{comp}/Packages.gz", f"{comp}/Release"]))
-    signer.sign(release)
+def write_archive(base: str, suites: dict[str, list[Deb]], built, signer: Signer, epoch: int) -> None:
+    """One dists/<suite> per suite (noble, noble-updates), their .debs in one shared pool/."""
+    for suite, debs in suites.items():
+        dist = os.path.join(base, "dists", suite)
+        bindir = os.path.join(dist, ARCHIVE_COMPONENT, "binary-amd64")
+        os.makedirs(bindir)
+        data = _packages(debs, built, base, pool_path)
+        with open(os.path.join(bindir, "Packages"), "wb") as fh:
+            fh.write(data)
+        with open(os.path.join(bindir, "Packages.gz"), "wb") as fh:
+            fh.write(gz(data, epoch))
+        with open(os.path.join(bindir, "Release"), "w", encoding="utf-8") as fh:
+            fh.write(f"Archive: {suite}\nVersion: 24.04\nComponent: {ARCHIVE_COMPONENT}\n"
+                     "Origin: Ubuntu\nLabel: Ubuntu\nArchitecture: amd64\n")
+        comp = f"{ARCHIVE_COMPONENT}/binary-amd64"
+        header = [("Origin", "Ubuntu"), ("Label", "Ubuntu"), ("Suite", suite), ("Version", "24.04"),
+                  ("Codename", ARCHIVE_SUITE), ("Date", _date(epoch)), ("Architectures", "amd64"),
+                  ("Components", ARCHIVE_COMPONENT),
+                  ("Description", "Ubuntu Noble 24.04 (rigkeeper simulator: NVIDIA packages only)")]
+        release = os.path.join(dist, "Release")
+        with open(release, "w", encoding="utf-8") as fh:
+            fh.write(release_text(header, dist, [f"{comp}/Packages", f"{comp}/Packages.gz", f"{comp}/Release"]))
+        signer.sign(release)
 
 
 def write_flat(base: str, debs: list[Deb], built, signer: Signer, epoch: int, origin: str, label: str,

@@ -113,13 +113,63 @@ def doc(deb: Deb) -> Deb:
 # --- Driver packages --------------------------------------------------------------------------
 
 
-def driver_flavour(flavour: str, version: str, maint: str = UBUNTU_MAINT) -> list[Deb]:
-    """The packages of one nvidia-graphics-drivers-<flavour> source at one version."""
-    F, V, X = flavour, version, upstream(version)
-    branch = F.split("-")[0]
-    exact = f"(= {V})"
+def _named(base: str, flavour: str) -> str:
+    """nvidia-utils + 580 -> nvidia-utils-580; from 590 NVIDIA's packages drop the branch (flavour "")."""
+    return f"{base}-{flavour}" if flavour else base
+
+
+def firmware_name(flavour: str, upstream_version: str) -> str:
+    """Ubuntu's version-named GSP firmware package: nvidia-firmware-580-580.95.05 (a dependency of
+    nvidia-dkms-580 on packages.ubuntu.com; -server flavours carry -server, the open variant uses
+    its flavour's). Without a branch in the flavour (590+ CUDA repo): nvidia-firmware-<version>
+    (UNVERIFIED shape)."""
+    return f"nvidia-firmware-{flavour}-{upstream_version}" if flavour else f"nvidia-firmware-{upstream_version}"
+
+
+def firmware(flavour: str, version: str, maint: str = UBUNTU_MAINT) -> Deb:
+    """The GSP firmware of exactly one driver version: /lib/firmware/nvidia/<version>/gsp_*.bin
+    (debian/templates/nvidia-firmware-flavour-version.install.in of canonical/nvidia-graphics-drivers).
+    The open kernel modules cannot start a GPU without it (the simulator's kernel checks)."""
+    X = upstream(version)
+    fw = f"/lib/firmware/nvidia/{X}"
+    return doc(Deb(name=firmware_name(flavour, X), version=version, maintainer=maint,
+                   source=f"nvidia-graphics-drivers-{flavour}" if flavour else "nvidia-graphics-drivers",
+                   section="restricted/kernel", description="Firmware files used by the kernel module" + NOTE,
+                   files={f"{fw}/gsp_ga10x.bin": ("placeholder", f"GSP firmware {X} (GA10x and newer)"),
+                          f"{fw}/gsp_tu10x.bin": ("placeholder", f"GSP firmware {X} (TU10x)")}))
+
+
+def dkms_package(name: str, flavour: str, source_pkg: str, version: str, kind: str, maint: str, src: str) -> Deb:
+    """nvidia-dkms-<flavour>[-open]: builds the module for every installed kernel with headers at
+    install, and again when a kernel or its headers arrive later (kernel hooks), through the
+    simulator's DKMS (simkernel.py dkms-install / dkms-autoinstall); with Secure Boot the build is
+    signed with the local MOK when one exists (/var/lib/shim-signed/mok/MOK.der), as Ubuntu's DKMS
+    does. Depends on the firmware of exactly its version, as on packages.ubuntu.com."""
+    X = upstream(version)
+    common = _named("nvidia-kernel-common", flavour)
     kern = lambda n: f"{n} (<= {X}-1), {n} (>= {X})"  # noqa: E731
-    src = f"nvidia-graphics-drivers-{F}"
+    hook = ("#!/bin/sh\n# rigkeeper simulator: DKMS builds the NVIDIA module for a new kernel (or its headers)\n"
+            '[ -x /usr/lib/rigkeeper-sim/simkernel.py ] || exit 0\n'
+            'exec /usr/bin/python3 /usr/lib/rigkeeper-sim/simkernel.py dkms-autoinstall "$1"\n')
+    return doc(Deb(name=name, version=version, maintainer=maint, source=src, section="restricted/libs",
+                   description="NVIDIA DKMS package" + (" (open kernel modules)" if kind == "open" else "") + NOTE,
+                   fields={"Multi-Arch": "foreign",
+                           "Depends": ", ".join([kern(source_pkg), kern(common), firmware_name(flavour, X)]),
+                           **_pvr("nvidia-dkms-kernel")},
+                   files={f"/etc/kernel/postinst.d/rigkeeper-sim-{name}": ("script", hook),
+                          f"/etc/kernel/header_postinst.d/rigkeeper-sim-{name}": ("script", hook)},
+                   scripts={"postinst": ("dkms-postinst", (X, kind)), "prerm": ("dkms-prerm", (X,))}))
+
+
+def driver_flavour(flavour: str, version: str, maint: str = UBUNTU_MAINT) -> list[Deb]:
+    """The packages of one nvidia-graphics-drivers-<flavour> source at one version (flavour "" for
+    NVIDIA's unversioned 590+ names)."""
+    F, V, X = flavour, version, upstream(version)
+    branch = F.split("-")[0] if F else X.split(".")[0]
+    n = lambda base: _named(base, F)  # noqa: E731
+    exact = f"(= {V})"
+    kern = lambda name: f"{name} (<= {X}-1), {name} (>= {X})"  # noqa: E731
+    src = f"nvidia-graphics-drivers-{F}" if F else "nvidia-graphics-drivers"
     sect = "restricted/libs"
 
     def deb(name, desc, **kw) -> Deb:
@@ -127,77 +177,79 @@ def driver_flavour(flavour: str, version: str, maint: str = UBUNTU_MAINT) -> lis
                        section=kw.pop("section", sect), **kw))
 
     out = [
-        deb(f"nvidia-kernel-common-{F}", "Shared files used with the kernel module",
-            fields=_pvr("nvidia-kernel-common"),
+        # Provides the version-named virtual nvidia-kernel-common-580-<version> that
+        # libnvidia-compute-580 depends on (packages.ubuntu.com, noble-updates).
+        deb(n("nvidia-kernel-common"), "Shared files used with the kernel module",
+            fields=({"Provides": f"nvidia-kernel-common, {n('nvidia-kernel-common')}-{X}",
+                     "Conflicts": "nvidia-kernel-common", "Replaces": "nvidia-kernel-common"} if F else
+                    {"Provides": f"nvidia-kernel-common-{X}"}),
             files={"/usr/lib/rigkeeper-sim/sim-modprobe": ("sim-modprobe", None)}),
-        deb(f"nvidia-kernel-source-{F}", "NVIDIA kernel source package",
-            fields={"Multi-Arch": "foreign", **_pvr("nvidia-kernel-source")},
+        deb(n("nvidia-kernel-source"), "NVIDIA kernel source package",
+            fields={"Multi-Arch": "foreign", **(_pvr("nvidia-kernel-source") if F else {})},
             files={f"/usr/src/nvidia-{X}/README": ("text", f"NVIDIA kernel module source {X} (simulated)\n")}),
-        deb(f"nvidia-dkms-{F}", "NVIDIA DKMS package",
-            fields={"Multi-Arch": "foreign",
-                    "Depends": kern(f"nvidia-kernel-source-{F}") + ", " + kern(f"nvidia-kernel-common-{F}"),
-                    **_pvr("nvidia-dkms-kernel")},
-            files={"/usr/lib/rigkeeper-sim/kmod-version": ("text", X + "\n"),
-                   "/usr/lib/rigkeeper-sim/kmod-type": ("text", "proprietary\n")}),
-        deb(f"nvidia-utils-{F}", "NVIDIA driver support binaries", section="restricted/utils",
-            fields={"Depends": "python3", "Suggests": f"nvidia-driver-{F}",
-                    "Provides": "nvidia-utils, nvidia-smi", "Conflicts": "nvidia-utils, nvidia-smi",
-                    "Replaces": "nvidia-utils, nvidia-smi"},
+        dkms_package(n("nvidia-dkms"), F, n("nvidia-kernel-source"), V, "proprietary", maint, src),
+        firmware(F, V, maint),
+        deb(n("nvidia-utils"), "NVIDIA driver support binaries", section="restricted/utils",
+            fields={"Depends": "python3", "Suggests": n("nvidia-driver"),
+                    "Provides": "nvidia-utils, nvidia-smi" if F else "nvidia-smi",
+                    "Conflicts": "nvidia-utils, nvidia-smi" if F else "nvidia-smi",
+                    "Replaces": "nvidia-utils, nvidia-smi" if F else "nvidia-smi"},
             files={"/usr/bin/nvidia-smi": ("wrapper", ("nvidia_smi", "smi_main", X)),
                    "/usr/lib/rigkeeper-sim/nvidia_smi.py": ("nvsim", None)}),
-        deb(f"libnvidia-compute-{F}", "NVIDIA libcompute package",
-            fields={"Multi-Arch": "same",
-                    "Provides": f"libnvidia-compute, libnvidia-ml1 (= {V}), libcuda1 (= {V})",
-                    "Conflicts": "libnvidia-compute", "Replaces": "libnvidia-compute"},
+        deb(n("libnvidia-compute"), "NVIDIA libcompute package",
+            fields={"Multi-Arch": "same", "Depends": f"{n('nvidia-kernel-common')}-{X}",
+                    "Provides": (f"libnvidia-compute, " if F else "") + f"libnvidia-ml1 (= {V}), libcuda1 (= {V})",
+                    **({"Conflicts": "libnvidia-compute", "Replaces": "libnvidia-compute"} if F else {})},
             files={f"/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.{X}": ("placeholder", f"libnvidia-ml {X}"),
                    f"/usr/lib/x86_64-linux-gnu/libcuda.so.{X}": ("placeholder", f"libcuda {X}")},
             links={"/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1": f"libnvidia-ml.so.{X}",
                    "/usr/lib/x86_64-linux-gnu/libcuda.so.1": f"libcuda.so.{X}"}),
-        deb(f"nvidia-compute-utils-{F}", "NVIDIA compute utilities", section="restricted/utils",
-            fields={"Depends": f"libnvidia-compute-{F}, python3",
-                    "Provides": "nvidia-compute-utils, nvidia-persistenced",
-                    "Conflicts": "nvidia-compute-utils, nvidia-persistenced",
-                    "Replaces": "nvidia-compute-utils, nvidia-persistenced"},
+        deb(n("nvidia-compute-utils"), "NVIDIA compute utilities", section="restricted/utils",
+            fields={"Depends": f"{n('libnvidia-compute')}, python3",
+                    "Provides": "nvidia-compute-utils, nvidia-persistenced" if F else "nvidia-persistenced",
+                    "Conflicts": "nvidia-compute-utils, nvidia-persistenced" if F else "nvidia-persistenced",
+                    "Replaces": "nvidia-compute-utils, nvidia-persistenced" if F else "nvidia-persistenced"},
             files={"/usr/bin/nvidia-persistenced": ("wrapper", ("nvidia_persistenced", "persistenced_main", X)),
                    "/usr/lib/rigkeeper-sim/nvidia_persistenced.py": ("nvsim", None),
                    "/lib/systemd/system/nvidia-persistenced.service": ("persistenced-unit", branch)},
             scripts={"postinst": "persistenced-postinst"}),
-        deb(f"libnvidia-common-{F}", "Shared files used by the NVIDIA libraries", arch="all",
-            fields={"Multi-Arch": "foreign", **_pvr("libnvidia-common")}),
-        deb(f"libnvidia-gl-{F}", "NVIDIA OpenGL/GLX/EGL/GLES GLVND libraries and Vulkan ICD",
-            fields={"Multi-Arch": "same", "Depends": f"libnvidia-common-{F}",
-                    "Provides": "libnvidia-gl, libglx-vendor, libegl-vendor",
-                    "Conflicts": "libnvidia-gl", "Replaces": "libnvidia-gl"}),
-        deb(f"libnvidia-extra-{F}", "Extra libraries for the NVIDIA driver",
-            fields={"Multi-Arch": "same", **_pvr("libnvidia-extra")}),
-        deb(f"libnvidia-decode-{F}", "NVIDIA Video Decoding runtime libraries",
-            fields={"Multi-Arch": "same", "Depends": f"libnvidia-compute-{F} {exact}", **_pvr("libnvidia-decode")}),
-        deb(f"libnvidia-encode-{F}", "NVENC Video Encoding runtime library",
-            fields={"Multi-Arch": "same", **_pvr("libnvidia-encode")}),
-        deb(f"libnvidia-cfg1-{F}", "NVIDIA binary OpenGL/GLX configuration library",
+        deb(n("libnvidia-common"), "Shared files used by the NVIDIA libraries", arch="all",
+            fields={"Multi-Arch": "foreign", **(_pvr("libnvidia-common") if F else {})}),
+        deb(n("libnvidia-gl"), "NVIDIA OpenGL/GLX/EGL/GLES GLVND libraries and Vulkan ICD",
+            fields={"Multi-Arch": "same", "Depends": n("libnvidia-common"),
+                    "Provides": "libnvidia-gl, libglx-vendor, libegl-vendor" if F else "libglx-vendor, libegl-vendor",
+                    **({"Conflicts": "libnvidia-gl", "Replaces": "libnvidia-gl"} if F else {})}),
+        deb(n("libnvidia-extra"), "Extra libraries for the NVIDIA driver",
+            fields={"Multi-Arch": "same", **(_pvr("libnvidia-extra") if F else {})}),
+        deb(n("libnvidia-decode"), "NVIDIA Video Decoding runtime libraries",
+            fields={"Multi-Arch": "same", "Depends": f"{n('libnvidia-compute')} {exact}",
+                    **(_pvr("libnvidia-decode") if F else {})}),
+        deb(n("libnvidia-encode"), "NVENC Video Encoding runtime library",
+            fields={"Multi-Arch": "same", **(_pvr("libnvidia-encode") if F else {})}),
+        deb(n("libnvidia-cfg1"), "NVIDIA binary OpenGL/GLX configuration library",
             fields={"Multi-Arch": "same", **_pvr("libnvidia-cfg1-any")}),
-        deb(f"libnvidia-fbc1-{F}", "NVIDIA OpenGL-based Framebuffer Capture runtime library",
-            fields={"Multi-Arch": "same", **_pvr("libnvidia-fbc1")}),
-        deb(f"xserver-xorg-video-nvidia-{F}", "NVIDIA binary Xorg driver", section="restricted/x11",
-            fields={"Depends": f"libnvidia-cfg1-{F} {exact}",
+        deb(n("libnvidia-fbc1"), "NVIDIA OpenGL-based Framebuffer Capture runtime library",
+            fields={"Multi-Arch": "same", **(_pvr("libnvidia-fbc1") if F else {})}),
+        deb(n("xserver-xorg-video-nvidia"), "NVIDIA binary Xorg driver", section="restricted/x11",
+            fields={"Depends": f"{n('libnvidia-cfg1')} {exact}",
                     "Provides": "xorg-driver-binary, nvidia-driver-binary",
                     "Conflicts": "xorg-driver-binary, nvidia-driver-binary",
                     "Replaces": "xorg-driver-binary, nvidia-driver-binary"}),
-        deb(f"nvidia-headless-no-dkms-{F}", "NVIDIA headless metapackage - no DKMS",
-            fields={"Depends": ", ".join([kern(f"nvidia-kernel-common-{F}"), f"nvidia-kernel-source-{F} {exact}",
-                                          f"libnvidia-compute-{F} {exact}", f"nvidia-compute-utils-{F} {exact}",
-                                          f"libnvidia-cfg1-{F} {exact}"])}),
-        deb(f"nvidia-headless-{F}", "NVIDIA headless metapackage",
-            fields={"Depends": f"nvidia-headless-no-dkms-{F} {exact}, nvidia-dkms-{F} {exact}",
+        deb(n("nvidia-headless-no-dkms"), "NVIDIA headless metapackage - no DKMS",
+            fields={"Depends": ", ".join([kern(n("nvidia-kernel-common")), f"{n('nvidia-kernel-source')} {exact}",
+                                          f"{n('libnvidia-compute')} {exact}", f"{n('nvidia-compute-utils')} {exact}",
+                                          f"{n('libnvidia-cfg1')} {exact}"])}),
+        deb(n("nvidia-headless"), "NVIDIA headless metapackage",
+            fields={"Depends": f"{n('nvidia-headless-no-dkms')} {exact}, {n('nvidia-dkms')} {exact}",
                     **_pvr("nvidia-headless")}),
-        deb(f"nvidia-driver-{F}", "NVIDIA driver metapackage",
+        deb(n("nvidia-driver"), "NVIDIA driver metapackage",
             fields={"Depends": ", ".join([
-                f"libnvidia-gl-{F} {exact}", kern(f"nvidia-dkms-{F}"), kern(f"nvidia-kernel-common-{F}"),
-                f"nvidia-kernel-source-{F} {exact}", f"libnvidia-compute-{F} {exact}",
-                f"libnvidia-extra-{F} {exact}", f"nvidia-compute-utils-{F} {exact}",
-                f"libnvidia-decode-{F} {exact}", f"libnvidia-encode-{F} {exact}", f"nvidia-utils-{F} {exact}",
-                f"xserver-xorg-video-nvidia-{F} {exact}", f"libnvidia-cfg1-{F} {exact}",
-                f"libnvidia-fbc1-{F} {exact}"]),
+                f"{n('libnvidia-gl')} {exact}", kern(n("nvidia-dkms")), kern(n("nvidia-kernel-common")),
+                f"{n('nvidia-kernel-source')} {exact}", f"{n('libnvidia-compute')} {exact}",
+                f"{n('libnvidia-extra')} {exact}", f"{n('nvidia-compute-utils')} {exact}",
+                f"{n('libnvidia-decode')} {exact}", f"{n('libnvidia-encode')} {exact}", f"{n('nvidia-utils')} {exact}",
+                f"{n('xserver-xorg-video-nvidia')} {exact}", f"{n('libnvidia-cfg1')} {exact}",
+                f"{n('libnvidia-fbc1')} {exact}"]),
                 "Suggests": "nvidia-settings, nvidia-prime (>= 0.8)"}),
     ]
     return out
@@ -206,10 +258,11 @@ def driver_flavour(flavour: str, version: str, maint: str = UBUNTU_MAINT) -> lis
 def driver_open(flavour: str, version: str, maint: str = UBUNTU_MAINT) -> list[Deb]:
     """The -open kernel module variant: own source, DKMS and metapackages; same userspace."""
     F, V, X = flavour, version, upstream(version)
-    O = f"{F}-open"
+    O = f"{F}-open" if F else "open"
+    n = lambda base: _named(base, F)  # noqa: E731
     exact = f"(= {V})"
-    kern = lambda n: f"{n} (<= {X}-1), {n} (>= {X})"  # noqa: E731
-    src = f"nvidia-graphics-drivers-{F}"
+    kern = lambda name: f"{name} (<= {X}-1), {name} (>= {X})"  # noqa: E731
+    src = f"nvidia-graphics-drivers-{F}" if F else "nvidia-graphics-drivers"
 
     def deb(name, desc, **kw) -> Deb:
         return doc(Deb(name=name, version=V, description=desc + NOTE, maintainer=maint, source=src, **kw))
@@ -218,33 +271,29 @@ def driver_open(flavour: str, version: str, maint: str = UBUNTU_MAINT) -> list[D
         deb(f"nvidia-kernel-source-{O}", "NVIDIA kernel source package (open kernel modules)",
             fields={"Multi-Arch": "foreign", **_pvr("nvidia-kernel-source")},
             files={f"/usr/src/nvidia-{X}/README": ("text", f"NVIDIA open kernel module source {X} (simulated)\n")}),
-        deb(f"nvidia-dkms-{O}", "NVIDIA DKMS package (open kernel modules)",
-            fields={"Multi-Arch": "foreign",
-                    "Depends": kern(f"nvidia-kernel-source-{O}") + ", " + kern(f"nvidia-kernel-common-{F}"),
-                    **_pvr("nvidia-dkms-kernel")},
-            files={"/usr/lib/rigkeeper-sim/kmod-version": ("text", X + "\n"),
-                   "/usr/lib/rigkeeper-sim/kmod-type": ("text", "open\n")}),
+        dkms_package(f"nvidia-dkms-{O}", F, f"nvidia-kernel-source-{O}", V, "open", maint, src),
         deb(f"nvidia-headless-no-dkms-{O}", "NVIDIA headless metapackage - no DKMS (open kernel modules)",
-            fields={"Depends": ", ".join([kern(f"nvidia-kernel-common-{F}"), f"nvidia-kernel-source-{O} {exact}",
-                                          f"libnvidia-compute-{F} {exact}", f"nvidia-compute-utils-{F} {exact}",
-                                          f"libnvidia-cfg1-{F} {exact}"])}),
+            fields={"Depends": ", ".join([kern(n("nvidia-kernel-common")), f"nvidia-kernel-source-{O} {exact}",
+                                          f"{n('libnvidia-compute')} {exact}", f"{n('nvidia-compute-utils')} {exact}",
+                                          f"{n('libnvidia-cfg1')} {exact}"])}),
         deb(f"nvidia-headless-{O}", "NVIDIA headless metapackage (open kernel modules)",
             fields={"Depends": f"nvidia-headless-no-dkms-{O} {exact}, nvidia-dkms-{O} {exact}",
                     **_pvr("nvidia-headless")}),
         deb(f"nvidia-driver-{O}", "NVIDIA driver (open kernel modules) metapackage",
             fields={"Depends": ", ".join([
-                f"libnvidia-gl-{F} {exact}", kern(f"nvidia-dkms-{O}"), kern(f"nvidia-kernel-common-{F}"),
-                f"nvidia-kernel-source-{O} {exact}", f"libnvidia-compute-{F} {exact}",
-                f"libnvidia-extra-{F} {exact}", f"nvidia-compute-utils-{F} {exact}",
-                f"libnvidia-decode-{F} {exact}", f"libnvidia-encode-{F} {exact}", f"nvidia-utils-{F} {exact}",
-                f"xserver-xorg-video-nvidia-{F} {exact}", f"libnvidia-cfg1-{F} {exact}",
-                f"libnvidia-fbc1-{F} {exact}"])}),
+                f"{n('libnvidia-gl')} {exact}", kern(f"nvidia-dkms-{O}"), kern(n("nvidia-kernel-common")),
+                f"nvidia-kernel-source-{O} {exact}", f"{n('libnvidia-compute')} {exact}",
+                f"{n('libnvidia-extra')} {exact}", f"{n('nvidia-compute-utils')} {exact}",
+                f"{n('libnvidia-decode')} {exact}", f"{n('libnvidia-encode')} {exact}", f"{n('nvidia-utils')} {exact}",
+                f"{n('xserver-xorg-video-nvidia')} {exact}", f"{n('libnvidia-cfg1')} {exact}",
+                f"{n('libnvidia-fbc1')} {exact}"])}),
     ]
 
 
 def transitional(flavour: str, version: str, target: str) -> list[Deb]:
     """Every package name of <flavour> as an empty package depending on its <target> counterpart."""
-    names = [d.name for d in driver_flavour(flavour, version)]
+    # The firmware is named for a version, not a flavour: no transitional package carries it.
+    names = [d.name for d in driver_flavour(flavour, version) if not d.name.startswith("nvidia-firmware-")]
     out = []
     for n in names:
         new = n.replace(flavour, target)
@@ -433,11 +482,122 @@ def container_toolkit(version: str) -> list[Deb]:
     ]
 
 
-# --- The three repositories -------------------------------------------------------------------
+# --- Kernels and Canonical's precompiled NVIDIA modules -------------------------------------------
+
+KERNEL_MAINT = "Canonical Kernel Team <kernel-team@lists.ubuntu.com>"
+# suite -> (release, package version, metapackage version). The release pocket's kernel is the one the
+# base image boots (tests/sim/image/build.sh installs the same two packages); noble-updates brings a
+# later kernel a test can enable, as a kernel update arrives on a real rig.
+KERNELS = {
+    "noble": ("6.8.0-51-generic", "6.8.0-51.52", "6.8.0.51.52"),
+    "noble-updates": ("6.8.0-60-generic", "6.8.0-60.63", "6.8.0.60.63"),
+}
+# linux-restricted-modules: Canonical builds, and signs, the NVIDIA modules for each kernel ABI
+# (packages.ubuntu.com: linux-modules-nvidia-580-open-generic Depends
+# linux-modules-nvidia-580-open-<abi>-generic (= kernel version) and nvidia-kernel-common-580
+# (>= driver version)). One build per driver version of the archive, told apart by a +N suffix as
+# Ubuntu's respins are (6.8.0-146.146+2).
+PRECOMPILED_FLAVOURS = ["580", "580-open", "580-server", "580-server-open"]
+
+def kernel_packages(suite: str) -> list[Deb]:
+    rel, kver, kmeta = KERNELS[suite]
+    km = dict(maintainer=KERNEL_MAINT, section="kernel")
+    image = Deb(name=f"linux-image-{rel}", version=kver, source="linux-signed",
+                description="Signed kernel image generic" + NOTE, **km,
+                fields={"Provides": "linux-image, fuse-module, kvm-api-4"},
+                files={f"/boot/vmlinuz-{rel}": ("text", f"rigkeeper simulator kernel image {rel}\n"),
+                       f"/boot/config-{rel}": ("text", "CONFIG_MODULES=y\nCONFIG_MODULE_SIG=y\nCONFIG_SECURITY_LOCKDOWN_LSM=y\n"),
+                       f"/lib/modules/{rel}/modules.order": ("text", "")},
+                scripts={"postinst": ("kernel-script", ("configure", "kernel-postinst", rel)),
+                         "postrm": ("kernel-script", ("remove|purge", "kernel-postrm", rel))})
+    headers = Deb(name=f"linux-headers-{rel}", version=kver, source="linux",
+                  description=f"Linux kernel headers for version {rel.rsplit('-', 1)[0]}" + NOTE, **km,
+                  files={f"/usr/src/linux-headers-{rel}/Makefile": ("text", "# rigkeeper simulator placeholder\n"),
+                         f"/lib/modules/{rel}/build/Makefile": ("text", "# rigkeeper simulator placeholder\n")},
+                  scripts={"postinst": ("kernel-script", ("configure", "headers-postinst", rel))})
+    image_meta = Deb(name="linux-image-generic", version=kmeta, source="linux-meta", **km,
+                     description="Generic Linux kernel image" + NOTE, fields={"Depends": f"linux-image-{rel}"})
+    headers_meta = Deb(name="linux-headers-generic", version=kmeta, source="linux-meta", **km,
+                       description="Generic Linux kernel headers" + NOTE, fields={"Depends": f"linux-headers-{rel}"})
+    generic = Deb(name="linux-generic", version=kmeta, source="linux-meta", **km,
+                  description="Complete Generic Linux kernel and headers" + NOTE,
+                  fields={"Depends": f"linux-image-generic (= {kmeta}), linux-headers-generic (= {kmeta})"})
+    return [doc(d) for d in (image, headers, image_meta, headers_meta, generic)]
 
 
-def ubuntu_archive() -> list[Deb]:
-    debs: list[Deb] = []
+def precompiled_modules(suite: str) -> list[Deb]:
+    rel, kver, _kmeta = KERNELS[suite]
+    out = []
+    for F in PRECOMPILED_FLAVOURS:
+        base = F.replace("-open", "")
+        kind = "open" if F.endswith("-open") else "proprietary"
+        branch = F.split("-")[0]
+        for n, v in enumerate(UBUNTU_DRIVER_VERSIONS[branch], start=1):
+            X = upstream(v)
+            version = f"{kver}+{n}"
+            ko = f"name={{name}}\nversion={X}\ntype={kind}\nsigner=canonical\nkernel={rel}\n"
+            per_abi = Deb(name=f"linux-modules-nvidia-{F}-{rel}", version=version, source="linux-restricted-modules",
+                          maintainer=KERNEL_MAINT, section="restricted/kernel",
+                          description=f"Linux kernel nvidia modules for version {rel.rsplit('-', 1)[0]}" + NOTE,
+                          fields={"Depends": f"linux-image-{rel}, nvidia-kernel-common-{base} (>= {X})"},
+                          files={f"/lib/modules/{rel}/kernel/nvidia-{F}/{m}.ko": ("text", ko.format(name=m))
+                                 for m in ("nvidia", "nvidia-uvm", "nvidia-modeset", "nvidia-drm")})
+            meta = Deb(name=f"linux-modules-nvidia-{F}-generic", version=version, source="linux-restricted-modules",
+                       maintainer=KERNEL_MAINT, section="restricted/kernel",
+                       description=f"Extra drivers for nvidia-{F} for the generic flavour" + NOTE,
+                       fields={"Depends": f"linux-modules-nvidia-{F}-{rel} (= {version}), "
+                                          f"nvidia-kernel-common-{base} (>= {X})"})
+            out += [doc(per_abi), doc(meta)]
+    return out
+
+
+# --- NVIDIA's CUDA repository from 590 on -----------------------------------------------------------
+
+# Branch -> driver versions with the unversioned names of NVIDIA's Driver Installation Guide
+# ("Ubuntu 590 and later packages": libnvidia-compute-580 -> libnvidia-compute, nvidia-dkms-580-open ->
+# nvidia-dkms-open, cuda-drivers-580 removed, ...). 590.48.01, 595.71.05 and 610.57.04 are versions of
+# real captures in ../shared/fixtures; 590.44.01 is CUDA 13.1's minimum driver (FACTS.md). No public
+# 620 version string was found: 620.36.04 is invented in the real shape (tests/sim/README.md).
+CUDA_UNVERSIONED = {"590": ["590.44.01", "590.48.01"], "595": ["595.71.05"], "610": ["610.57.04"],
+                    "620": ["620.36.04"]}
+
+
+def pinning_packages(branch: str, versions: list[str]) -> list[Deb]:
+    """nvidia-driver-pinning-<branch> and -<version>: apt preferences that keep the unversioned
+    family on a branch or a version ("install the pinning package prior to installing the driver",
+    NVIDIA's guide). The preference file's exact content is UNVERIFIED; its effect is the documented one."""
+    globs = "nvidia-* libnvidia-* cuda-drivers* xserver-xorg-video-nvidia*"
+    out = []
+    for name, pin, ver in [(f"nvidia-driver-pinning-{branch}", f"{branch}.*", f"{branch}-1")] + \
+            [(f"nvidia-driver-pinning-{v}", f"{v}-*", f"{v}-1") for v in versions]:
+        body = (f"# {name}: NVIDIA driver version locking (rigkeeper simulator)\n"
+                f"Package: {globs}\nPin: version {pin}\nPin-Priority: 1000\n")
+        out.append(doc(Deb(name=name, version=ver, arch="all", maintainer=CUDA_MAINT, section="multiverse/metapackages",
+                           description=f"NVIDIA driver version locking for {pin}" + NOTE,
+                           files={f"/etc/apt/preferences.d/{name}": ("text", body)})))
+    return out
+
+
+def unversioned_driver(branch: str, version: str) -> list[Deb]:
+    V = f"{version}-0ubuntu1"
+    debs = driver_flavour("", V, maint=CUDA_MAINT) + driver_open("", V, maint=CUDA_MAINT)
+    metas = [doc(Deb(name="nvidia-open", version=f"{version}-1", maintainer=CUDA_MAINT, section="multiverse/metapackages",
+                     description="NVIDIA driver with open kernel modules (meta-package)" + NOTE,
+                     fields={"Depends": f"nvidia-driver-open (>= {version}), nvidia-dkms-open (>= {version})"}))]
+    if int(branch) < 595:  # from 595 the open modules are effectively the only flavour (FACTS.md)
+        metas.append(doc(Deb(name="cuda-drivers", version=f"{version}-1", maintainer=CUDA_MAINT,
+                             section="multiverse/metapackages", description="CUDA Driver meta-package" + NOTE,
+                             fields={"Depends": f"nvidia-driver (>= {version}), nvidia-dkms (>= {version})"})))
+    return debs + metas
+
+
+# --- The repositories -----------------------------------------------------------------------------
+
+
+def ubuntu_archive() -> dict[str, list[Deb]]:
+    """The archive's suites: noble (release pocket: drivers, the base image's kernel, its headers and
+    precompiled modules) and noble-updates (a later kernel with its headers and modules)."""
+    debs: list[Deb] = kernel_packages("noble") + precompiled_modules("noble")
     for branch, versions in UBUNTU_DRIVER_VERSIONS.items():
         flavours = [branch] + ([f"{branch}-server"] if branch in UBUNTU_SERVER_BRANCHES else [])
         for F in flavours:
@@ -450,7 +610,7 @@ def ubuntu_archive() -> list[Deb]:
                 debs.append(fabricmanager(branch, v))
     t = TRANSITIONAL
     debs += transitional(t["flavour"], t["version"], t["target"])
-    return debs
+    return {"noble": debs, "noble-updates": kernel_packages("noble-updates") + precompiled_modules("noble-updates")}
 
 
 def cuda_repo() -> list[Deb]:
@@ -468,6 +628,10 @@ def cuda_repo() -> list[Deb]:
                     debs.append(fabricmanager(branch, fm_version, name="nvidia-fabricmanager", maint=CUDA_MAINT))
                 else:
                     debs.append(fabricmanager(branch, fm_version, maint=CUDA_MAINT))
+    for branch, versions in CUDA_UNVERSIONED.items():
+        for v in versions:
+            debs += unversioned_driver(branch, v)
+        debs += pinning_packages(branch, versions)
     for suffix in CUDA_TOOLKITS:
         debs += cuda_toolkit(suffix)
     debs += cuda_config_common()
@@ -482,5 +646,6 @@ def container_repo() -> list[Deb]:
     return debs
 
 
-def repositories() -> dict[str, list[Deb]]:
+def repositories() -> dict:
+    """{repository: debs}; the Ubuntu archive's value is {suite: debs}."""
     return {"ubuntu": ubuntu_archive(), "cuda": cuda_repo(), "libnvidia-container": container_repo()}
