@@ -65,6 +65,27 @@ options:
       - /usr/lib/aarch64-linux-gnu
       - /usr/lib64
       - /usr/lib
+  sys_module_dir:
+    description:
+      - Where the kernel lists its loaded modules (nouveau's presence and use count are read there).
+    type: path
+    default: /sys/module
+  kernel_release_path:
+    description:
+      - File holding the running kernel's release (what C(uname -r) prints).
+    type: path
+    default: /proc/sys/kernel/osrelease
+  grub_cfg_path:
+    description:
+      - GRUB's generated configuration; its first menu entry is the kernel the next boot runs.
+    type: path
+    default: /boot/grub/grub.cfg
+  mok_key_path:
+    description:
+      - The local Machine Owner Key DKMS signs modules with (Ubuntu's shim-signed); with Secure
+        Boot on, C(mokutil --test-key) tells whether it is enrolled.
+    type: path
+    default: /var/lib/shim-signed/mok/MOK.der
   gather_topology:
     description:
       - Run C(nvidia-smi topo -m) and C(nvidia-smi topo -p2p r) when the host has more than one GPU.
@@ -82,6 +103,8 @@ requirements:
   - nvidia-smi (optional; its absence is reported, not an error)
   - lspci from pciutils (optional, for ACS)
   - mokutil (optional, for Secure Boot)
+  - modinfo from kmod (optional, for the NVIDIA module of the kernel GRUB boots)
+  - dpkg-query (optional, tells the driver's own libraries from a .run installer's leftovers)
 '''
 
 EXAMPLES = r'''
@@ -216,6 +239,35 @@ ansible_facts:
         systemd:
           description: C(/run/systemd/system) exists.
           type: bool
+        kernel_release:
+          description: The running kernel (C(uname -r)).
+          type: str
+        kernels:
+          description: Installed kernels (C(/lib/modules/<release>) with a C(/boot/vmlinuz-<release>)), oldest first.
+          type: list
+          elements: str
+        boot_kernel:
+          description: The kernel GRUB's default entry boots next.
+          type: str
+        boot_kernel_module:
+          description: C(modinfo -k <boot_kernel> nvidia) (version, signer, filename), null when that kernel has no NVIDIA module.
+          type: dict
+        nouveau:
+          description: C(loaded) (nouveau holds the GPUs), C(in_use) (its use count is above 0, e.g. the console runs on it).
+          type: dict
+        mok_enrolled:
+          description: With Secure Boot on, whether the local MOK (O(mok_key_path)) is enrolled; null when unknown.
+          type: bool
+        runfile:
+          description: Leftovers of NVIDIA's .run installer, C(uninstaller) (C(/usr/bin/nvidia-uninstall) exists) and C(stray_libraries) (libnvidia-ml files no package owns).
+          type: dict
+        reboot_required_file:
+          description: C(/var/run/reboot-required) exists (the OS asks for a reboot, e.g. after a kernel update).
+          type: bool
+        reboot_required_pkgs:
+          description: The packages C(/var/run/reboot-required.pkgs) names.
+          type: list
+          elements: str
 '''
 
 import glob
@@ -223,7 +275,7 @@ import os
 import platform
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigkeeper_host import build_host_facts
+from ansible.module_utils.rigkeeper_host import boot_kernel, build_host_facts, owned_paths
 from ansible.module_utils.rigkeeper_nvsmi import (
     NvsmiParseError,
     nvswitch_from_devices,
@@ -247,6 +299,10 @@ HOST_PATHS = {
     'iommu_dir': '/sys/class/iommu',
     'iommu_groups_dir': '/sys/kernel/iommu_groups',
     'reboot_required': '/var/run/reboot-required',
+    'reboot_required_pkgs': '/var/run/reboot-required.pkgs',
+    'lib_modules': '/lib/modules',
+    'boot': '/boot',
+    'uninstaller': '/usr/bin/nvidia-uninstall',
     'systemd_dir': '/run/systemd/system',
     'nvswitch_glob': '/dev/nvidia-nvswitch*',
 }
@@ -377,6 +433,54 @@ def _module_version_text(module):
     return None
 
 
+def _lib_paths(module):
+    """Full paths of the libnvidia-ml.so.<version> files in lib_dirs, links resolved to their
+    targets (a distribution may keep only the libnvidia-ml.so.1 link in the usual directory)."""
+    paths = []
+    for directory in module.params['lib_dirs']:
+        for name in _listdir(directory):
+            if not name.startswith('libnvidia-ml.so.'):
+                continue
+            full = os.path.join(directory, name)
+            target = os.path.realpath(full) if os.path.islink(full) else full
+            base = os.path.basename(target)
+            if base.startswith('libnvidia-ml.so.') and base.count('.') >= 4 and target not in paths:
+                paths.append(target)
+    return paths
+
+
+def _owned(module, paths):
+    """Paths dpkg owns among `paths` (one dpkg-query call), or None when dpkg cannot be asked."""
+    if not paths:
+        return set()
+    dpkg_query = module.get_bin_path('dpkg-query', required=False, opt_dirs=SEARCH_DIRS)
+    if not dpkg_query:
+        return None
+    # Exit 1 when some path has no owner: that is the answer, not an error.
+    _rc, out, _err = _run(module, [dpkg_query, '-S'] + paths)
+    # dpkg records paths as installed (usrmerge: /usr/lib and /lib alias); compare real paths too.
+    owned = owned_paths(out)
+    return owned | set(p for p in paths if os.path.realpath(p) in set(os.path.realpath(o) for o in owned))
+
+
+def _kernels():
+    found = []
+    for release in _listdir(HOST_PATHS['lib_modules']):
+        if os.path.exists(os.path.join(HOST_PATHS['boot'], 'vmlinuz-' + release)):
+            found.append(release)
+    return found
+
+
+def _boot_module_text(module, kernel):
+    if not kernel:
+        return None
+    modinfo = module.get_bin_path('modinfo', required=False, opt_dirs=SEARCH_DIRS)
+    if not modinfo:
+        return None
+    rc, out, _err = _run(module, [modinfo, '-k', kernel, 'nvidia'])
+    return out if rc == 0 else None
+
+
 def _lib_names(module):
     """libnvidia-ml.so.* names in lib_dirs, plus the targets of links among them (a distribution
     may keep only the libnvidia-ml.so.1 link in the usual directory)."""
@@ -393,14 +497,35 @@ def _lib_names(module):
 
 
 def gather_host_facts(module):
+    grub_cfg = _read(module.params['grub_cfg_path'])
+    kernels = _kernels()
+    mokutil_text = _mokutil_text(module)
+    mok_test = None
+    if mokutil_text and 'secureboot enabled' in mokutil_text.lower() and os.path.exists(module.params['mok_key_path']):
+        mokutil = module.get_bin_path('mokutil', required=False, opt_dirs=SEARCH_DIRS)
+        _rc, out, err = _run(module, [mokutil, '--test-key', module.params['mok_key_path']])
+        mok_test = _output(out, err)
+    lib_paths = _lib_paths(module)
+    nouveau_dir = os.path.join(module.params['sys_module_dir'], 'nouveau')
     return build_host_facts(
+        kernel_release=_read(module.params['kernel_release_path']),
+        grub_cfg=grub_cfg,
+        kernels=kernels,
+        boot_module_text=_boot_module_text(module, boot_kernel(grub_cfg, kernels)),
+        mok_test_text=mok_test,
+        nouveau_loaded=os.path.isdir(nouveau_dir),
+        nouveau_refcnt=_read(os.path.join(nouveau_dir, 'refcnt')),
+        lib_paths=lib_paths,
+        owned=_owned(module, lib_paths),
+        uninstaller=os.path.exists(HOST_PATHS['uninstaller']),
+        reboot_required_pkgs=_read(HOST_PATHS['reboot_required_pkgs']),
         cpuinfo=_read(HOST_PATHS['cpuinfo']),
         meminfo=_read(HOST_PATHS['meminfo']),
         cmdline=_read(module.params['cmdline_path']),
         iommu_entries=_listdir(HOST_PATHS['iommu_dir']),
         iommu_groups=_listdir(HOST_PATHS['iommu_groups_dir']),
         lspci_text=_lspci_text(module),
-        mokutil_text=_mokutil_text(module),
+        mokutil_text=mokutil_text,
         lib_names=_lib_names(module),
         module_version_text=_module_version_text(module),
         reboot_required_file=os.path.exists(HOST_PATHS['reboot_required']),
@@ -418,6 +543,10 @@ def build_module():
                                      default=['/sys/module/nvidia/version']),
             lib_dirs=dict(type='list', elements='path', default=list(DEFAULT_LIB_DIRS)),
             gather_topology=dict(type='bool', default=True),
+            sys_module_dir=dict(type='path', default='/sys/module'),
+            kernel_release_path=dict(type='path', default='/proc/sys/kernel/osrelease'),
+            grub_cfg_path=dict(type='path', default='/boot/grub/grub.cfg'),
+            mok_key_path=dict(type='path', default='/var/lib/shim-signed/mok/MOK.der'),
         ),
         supports_check_mode=True,
     )

@@ -16,6 +16,10 @@ import shlex
 
 __all__ = [
     'acs_enabled_bridges',
+    'boot_kernel',
+    'modinfo_facts',
+    'mok_enrolled_state',
+    'owned_paths',
     'acs_facts',
     'build_host_facts',
     'cpu_vendor',
@@ -213,16 +217,97 @@ def module_version(text):
     return None
 
 
+def _kernel_key(release):
+    return [int(p) if p.isdigit() else p for p in re.split(r'(\d+)', release) if p]
+
+
+def boot_kernel(grub_cfg_text, installed=()):
+    """The kernel release of GRUB's default (first) menu entry in grub.cfg text, or None.
+
+    ``GRUB_DEFAULT=0`` (Ubuntu's default) boots the first entry, which grub-mkconfig's 10_linux
+    makes the newest installed kernel. Without a readable grub.cfg the newest installed kernel
+    (``installed``) is the best guess.
+    """
+    match = re.search(r'(?m)^\s*linux\s+\S*/vmlinuz-(\S+)', grub_cfg_text or '')
+    if match:
+        return match.group(1)
+    kernels = sorted(installed or (), key=_kernel_key)
+    return kernels[-1] if kernels else None
+
+
+def modinfo_facts(text):
+    """``{version, signer, filename}`` from ``modinfo -k <kernel> nvidia`` output, or None."""
+    if not text or not text.strip():
+        return None
+    info = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(':')
+        if sep and key.strip() in ('filename', 'version', 'signer', 'license'):
+            info.setdefault(key.strip(), value.strip())
+    if 'version' not in info:
+        return None
+    return {'version': info.get('version'), 'signer': info.get('signer'), 'filename': info.get('filename'),
+            'license': info.get('license')}
+
+
+def mok_enrolled_state(text):
+    """From ``mokutil --test-key <MOK.der>``: True ("is already enrolled"), False ("is not
+    enrolled"), None (no key file, no mokutil, or unrecognised text)."""
+    if not text:
+        return None
+    low = text.lower()
+    if 'is already enrolled' in low:
+        return True
+    if 'is not enrolled' in low:
+        return False
+    return None
+
+
+def owned_paths(dpkg_search_text):
+    """Paths dpkg owns, from ``dpkg-query -S <path>...`` output (``pkg[, pkg]: /path`` lines;
+    "no path found matching pattern" lines are left out)."""
+    owned = set()
+    for line in (dpkg_search_text or '').splitlines():
+        pkgs, sep, p = line.partition(': ')
+        if sep and p.startswith('/') and not pkgs.startswith('dpkg-query'):
+            owned.add(p.strip())
+    return owned
+
+
 def build_host_facts(cpuinfo=None, meminfo=None, cmdline=None, iommu_entries=(), iommu_groups=(),
                      lspci_text=None, mokutil_text=None, lib_names=(), module_version_text=None,
-                     reboot_required_file=False, systemd=False, machine=None):
-    """The ``rigkeeper_host`` fact dict (docs/facts.md) from text already read by the caller."""
+                     reboot_required_file=False, systemd=False, machine=None, kernel_release=None,
+                     grub_cfg=None, kernels=(), boot_module_text=None, mok_test_text=None,
+                     nouveau_loaded=False, nouveau_refcnt=None, lib_paths=None, owned=None,
+                     uninstaller=False, reboot_required_pkgs=None):
+    """The ``rigkeeper_host`` fact dict (docs/facts.md) from text already read by the caller.
+
+    ``lib_paths`` (full paths of the libnvidia-ml.so.<version> files found) with ``owned`` (the
+    paths dpkg owns; None when dpkg could not be asked) separate the installed driver from strays:
+    a library no package owns (a .run installer's leftover) is never taken for the installed driver.
+    """
     cmdline_text = (cmdline or '').strip()
     cmdline_args = parse_cmdline(cmdline_text)
-    installed = installed_driver_version(lib_names)
+    stray = []
+    if lib_paths is not None and owned is not None:
+        stray = sorted(p for p in lib_paths if p not in owned and _LIBNVML_RE.match(p.rsplit('/', 1)[-1]))
+        installed = installed_driver_version([p for p in lib_paths if p in owned])
+    else:
+        installed = installed_driver_version(lib_names)
     running = module_version(module_version_text)
     mismatch = bool(installed and running and installed != running)
+    refcnt = (nouveau_refcnt or '').strip()
+    pkgs = [ln.strip() for ln in (reboot_required_pkgs or '').splitlines() if ln.strip()]
     return {
+        'kernel_release': (kernel_release or '').strip() or None,
+        'kernels': sorted(kernels or (), key=_kernel_key),
+        'boot_kernel': boot_kernel(grub_cfg, kernels),
+        'boot_kernel_module': modinfo_facts(boot_module_text),
+        'nouveau': {'loaded': bool(nouveau_loaded), 'in_use': bool(nouveau_loaded) and refcnt not in ('', '0')},
+        'mok_enrolled': mok_enrolled_state(mok_test_text),
+        'runfile': {'uninstaller': bool(uninstaller), 'stray_libraries': stray},
+        'reboot_required_file': bool(reboot_required_file),
+        'reboot_required_pkgs': pkgs,
         'cpu_vendor': cpu_vendor(cpuinfo, machine),
         'mem_total_mib': mem_total_mib(meminfo),
         'cmdline': cmdline_text,

@@ -3,6 +3,10 @@
 import pytest
 
 from ansible.module_utils.rigkeeper_host import (
+    boot_kernel,
+    modinfo_facts,
+    mok_enrolled_state,
+    owned_paths,
     acs_enabled_bridges,
     acs_facts,
     build_host_facts,
@@ -230,6 +234,14 @@ def test_module_version(text, expected):
     assert module_version(text) == expected
 
 
+UNKNOWN_KERNEL = {
+    'kernel_release': None, 'kernels': [], 'boot_kernel': None, 'boot_kernel_module': None,
+    'nouveau': {'loaded': False, 'in_use': False}, 'mok_enrolled': None,
+    'runfile': {'uninstaller': False, 'stray_libraries': []},
+    'reboot_required_file': False, 'reboot_required_pkgs': [],
+}
+
+
 def test_build_host_facts_full():
     facts = build_host_facts(
         cpuinfo=CPUINFO_AMD,
@@ -245,6 +257,7 @@ def test_build_host_facts_full():
         systemd=True,
     )
     assert facts == {
+        **UNKNOWN_KERNEL,
         'cpu_vendor': 'amd',
         'mem_total_mib': 128800,
         'cmdline': 'BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet amd_iommu=off',
@@ -272,6 +285,7 @@ def test_build_host_facts_driver_mismatch_requires_reboot():
 def test_build_host_facts_nothing_known():
     """A bare container: no files, no tools. Every fact has its "unknown" value, nothing raises."""
     assert build_host_facts() == {
+        **UNKNOWN_KERNEL,
         'cpu_vendor': 'unknown',
         'mem_total_mib': None,
         'cmdline': '',
@@ -290,3 +304,47 @@ def test_build_host_facts_nothing_known():
 def test_build_host_facts_reboot_required_file_only():
     facts = build_host_facts(reboot_required_file=True, lib_names=['libnvidia-ml.so.580.95.05'])
     assert (facts['reboot_required'], facts['driver_mismatch']) == (True, False)
+
+
+@pytest.mark.parametrize('text,expected', [
+    ("menuentry 'Ubuntu' {\n\tlinux\t/boot/vmlinuz-6.8.0-60-generic root=UUID=x ro quiet\n}\n", '6.8.0-60-generic'),
+    ("menuentry 'Ubuntu' {\n\tlinux\t/vmlinuz-6.8.0-45-generic root=/dev/sda1\n}\n", '6.8.0-45-generic'),
+    (None, '6.8.0-60-generic'),           # no grub.cfg: the newest installed kernel
+    ('', '6.8.0-60-generic'),
+])
+def test_boot_kernel(text, expected):
+    assert boot_kernel(text, ['6.8.0-9-generic', '6.8.0-60-generic', '6.8.0-51-generic']) == expected
+
+
+def test_boot_kernel_without_anything():
+    assert boot_kernel(None, []) is None
+
+
+@pytest.mark.parametrize('text,expected', [
+    ('/var/lib/shim-signed/mok/MOK.der is already enrolled\n', True),
+    ('/var/lib/shim-signed/mok/MOK.der is not enrolled\n', False),
+    ('Failed to open /var/lib/shim-signed/mok/MOK.der\n', None),
+    (None, None),
+])
+def test_mok_enrolled_state(text, expected):
+    assert mok_enrolled_state(text) is expected
+
+
+def test_modinfo_facts():
+    assert modinfo_facts('filename:       /x/nvidia.ko\nversion:        580.95.05\nsigner:         Canonical Ltd. Kernel Module Signing\n') == {
+        'version': '580.95.05', 'signer': 'Canonical Ltd. Kernel Module Signing', 'filename': '/x/nvidia.ko', 'license': None}
+    assert modinfo_facts('') is None
+    assert modinfo_facts('filename: /x\n') is None
+
+
+def test_owned_paths():
+    text = ('libnvidia-compute-580:amd64: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.580.95.05\n'
+            'dpkg-query: no path found matching pattern /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.535.1.1\n')
+    assert owned_paths(text) == {'/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.580.95.05'}
+
+
+def test_strays_are_reported_not_installed():
+    facts = build_host_facts(lib_paths=['/l/libnvidia-ml.so.535.261.03', '/l/libnvidia-ml.so.580.95.05'],
+                             owned={'/l/libnvidia-ml.so.535.261.03'})
+    assert facts['driver_installed_version'] == '535.261.03'
+    assert facts['runfile']['stray_libraries'] == ['/l/libnvidia-ml.so.580.95.05']

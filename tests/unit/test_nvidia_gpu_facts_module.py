@@ -67,7 +67,10 @@ class FakeHost:
                          ('iommu_dir', 'sys/class/iommu'), ('iommu_groups_dir', 'sys/kernel/iommu_groups'),
                          ('reboot_required', 'var/run/reboot-required'),
                          ('systemd_dir', 'run/systemd/system'),
-                         ('nvswitch_glob', 'dev/nvidia-nvswitch*')):
+                         ('nvswitch_glob', 'dev/nvidia-nvswitch*'),
+                         ('reboot_required_pkgs', 'var/run/reboot-required.pkgs'),
+                         ('lib_modules', 'lib/modules'), ('boot', 'boot'),
+                         ('uninstaller', 'usr/bin/nvidia-uninstall')):
             monkeypatch.setitem(nvidia_gpu_facts.HOST_PATHS, key, str(root / rel))
         monkeypatch.setattr(nvidia_gpu_facts.platform, 'machine', lambda: 'x86_64')
         (root / 'dev').mkdir()
@@ -90,6 +93,10 @@ class FakeHost:
             'cmdline_path': self.path('proc/cmdline'),
             'module_version_path': [self.path('sys/module/nvidia/version')],
             'lib_dirs': [self.path('lib')],
+            'sys_module_dir': self.path('sys/module'),
+            'kernel_release_path': self.path('proc/sys/kernel/osrelease'),
+            'grub_cfg_path': self.path('boot/grub/grub.cfg'),
+            'mok_key_path': self.path('var/lib/shim-signed/mok/MOK.der'),
         }
         args.update(extra)
         return args
@@ -184,8 +191,23 @@ def _gpu_2080ti(index, bus_id, uuid, draw):
     }
 
 
+# Keys of a host whose kernel, boot loader and packages tell nothing (no /lib/modules, grub.cfg...).
+NEW_HOST_KEYS = {
+    'kernel_release': None,
+    'kernels': [],
+    'boot_kernel': None,
+    'boot_kernel_module': None,
+    'nouveau': {'loaded': False, 'in_use': False},
+    'mok_enrolled': None,
+    'runfile': {'uninstaller': False, 'stray_libraries': []},
+    'reboot_required_file': False,
+    'reboot_required_pkgs': [],
+}
+
+
 def _bare_host_facts(**changes):
     facts = {
+        **NEW_HOST_KEYS,
         'cpu_vendor': 'unknown',
         'mem_total_mib': None,
         'cmdline': '',
@@ -266,6 +288,7 @@ def test_two_gpu_host(host, fixtures_dir):
                 'p2p_read': {'GPU0': {'GPU0': 'X', 'GPU1': 'OK'}, 'GPU1': {'GPU0': 'OK', 'GPU1': 'X'}},
             },
             'rigkeeper_host': {
+                **NEW_HOST_KEYS,
                 'cpu_vendor': 'amd',
                 'mem_total_mib': 128800,
                 'cmdline': CMDLINE.strip(),
@@ -286,8 +309,8 @@ def test_two_gpu_host(host, fixtures_dir):
         [SMI, '-q', '-x'],
         [SMI, 'topo', '-m'],
         [SMI, 'topo', '-p2p', 'r'],
-        [LSPCI, '-D', '-vvv'],
         [MOKUTIL, '--sb-state'],
+        [LSPCI, '-D', '-vvv'],
     ]
 
 
@@ -538,6 +561,65 @@ def test_argument_spec_defaults():
         'module_version_path': ['/sys/module/nvidia/version'],
         'lib_dirs': ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib'],
         'gather_topology': True,
+        'sys_module_dir': '/sys/module',
+        'kernel_release_path': '/proc/sys/kernel/osrelease',
+        'grub_cfg_path': '/boot/grub/grub.cfg',
+        'mok_key_path': '/var/lib/shim-signed/mok/MOK.der',
     }
     assert module.check_mode is False
     assert module.run_command_environ_update['LC_ALL'] == 'C'
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel, boot loader, nouveau, Secure Boot MOK, .run leftovers
+# --------------------------------------------------------------------------------------------
+
+MODINFO = '/usr/sbin/modinfo'
+DPKG_QUERY = '/usr/bin/dpkg-query'
+
+
+def test_boot_kernel_its_module_nouveau_and_the_mok(host):
+    host.binaries = {'modinfo': MODINFO, 'mokutil': MOKUTIL}
+    host.write('proc/sys/kernel/osrelease', '6.8.0-51-generic\n')
+    for k in ('6.8.0-51-generic', '6.8.0-60-generic'):
+        host.write(f'boot/vmlinuz-{k}')
+        host.mkdir(f'lib/modules/{k}')
+    host.write('boot/grub/grub.cfg', "menuentry 'Ubuntu' {\n\tlinux\t/boot/vmlinuz-6.8.0-60-generic root=UUID=x ro\n}\n")
+    host.write('sys/module/nouveau/refcnt', '1\n')
+    host.write('var/lib/shim-signed/mok/MOK.der', 'k')
+    host.write('var/run/reboot-required', '*** System restart required ***\n')
+    host.write('var/run/reboot-required.pkgs', 'linux-image-6.8.0-60-generic\n')
+    mok = host.path('var/lib/shim-signed/mok/MOK.der')
+    host.commands = {
+        (MODINFO, '-k', '6.8.0-60-generic', 'nvidia'): (
+            0, 'filename:       /lib/modules/6.8.0-60-generic/updates/dkms/nvidia.ko\nversion:        580.95.05\n'
+               'license:        Dual MIT/GPL\nsigner:         ubuntu Secure Boot Module Signature key\n', ''),
+        (MOKUTIL, '--sb-state'): (0, 'SecureBoot enabled\n', ''),
+        (MOKUTIL, '--test-key', mok): (0, f'{mok} is not enrolled\n', ''),
+    }
+    facts = host.run(host.args())['ansible_facts']['rigkeeper_host']
+    assert facts['kernel_release'] == '6.8.0-51-generic'
+    assert facts['kernels'] == ['6.8.0-51-generic', '6.8.0-60-generic']
+    assert facts['boot_kernel'] == '6.8.0-60-generic'
+    assert facts['boot_kernel_module'] == {
+        'version': '580.95.05', 'signer': 'ubuntu Secure Boot Module Signature key',
+        'filename': '/lib/modules/6.8.0-60-generic/updates/dkms/nvidia.ko', 'license': 'Dual MIT/GPL'}
+    assert facts['nouveau'] == {'loaded': True, 'in_use': True}
+    assert facts['secure_boot'] is True and facts['mok_enrolled'] is False
+    assert facts['reboot_required_file'] is True
+    assert facts['reboot_required_pkgs'] == ['linux-image-6.8.0-60-generic']
+
+
+def test_a_library_no_package_owns_is_not_the_installed_driver(host):
+    """A .run installer's leftover next to the packaged driver: reported, never taken for it."""
+    host.binaries = {'dpkg-query': DPKG_QUERY}
+    packaged = host.write('lib/libnvidia-ml.so.535.261.03')
+    stray = host.write('lib/libnvidia-ml.so.580.95.05')
+    host.write('usr/bin/nvidia-uninstall')
+    host.commands = {
+        (DPKG_QUERY, '-S', packaged, stray): (
+            1, f'libnvidia-compute-535:amd64: {packaged}\n', f'dpkg-query: no path found matching pattern {stray}\n'),
+    }
+    facts = host.run(host.args())['ansible_facts']['rigkeeper_host']
+    assert facts['driver_installed_version'] == '535.261.03'
+    assert facts['runfile'] == {'uninstaller': True, 'stray_libraries': [stray]}
