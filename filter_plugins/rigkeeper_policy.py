@@ -14,6 +14,7 @@ Filters (see each function's docstring):
 ================================  ==========================================================
 ``rk_driver_decision``            driver branch + module flavour for these GPUs
 ``rk_driver_packages``            package names, pin globs and holds for a branch and source
+``rk_module_plan``                DKMS or Canonical's signed precompiled modules (Secure Boot)
 ``rk_version_on_branch``          is a (Debian) version string on a branch
 ``rk_cuda_check``                 can this driver (version or branch) run this CUDA
 ``rk_cuda_packages``              CUDA toolkit package for a CUDA version
@@ -31,6 +32,7 @@ Filters (see each function's docstring):
 from __future__ import annotations
 
 import datetime
+import fnmatch
 import math
 import re
 
@@ -39,9 +41,30 @@ from ansible.errors import AnsibleFilterError
 # --------------------------------------------------------------------------------------------
 # Sources (FACTS.md sections; "rule of thumb" where FACTS.md has none)
 # --------------------------------------------------------------------------------------------
-_SRC_BRANCHES = "NVIDIA datacenter 'supported drivers' page [FACTS.md: Driver branches]"
-_SRC_BRANCH_UNLISTED = ("not in FACTS.md's branch table (only seen as a CUDA minimum in the "
-                        "CUDA 13.1 release notes, table 3): type and end of life UNVERIFIED")
+_SRC_BRANCHES = ("NVIDIA datacenter 'Supported Drivers and CUDA Toolkit Versions' page, 615 and 620 "
+                 "editions (2026) [FACTS.md: Driver branches]")
+_SRC_LAST_580 = ("580 is the last branch for Maxwell, Pascal and Volta: NVIDIA's CUDA toolkit, driver and "
+                 "architecture matrix [FACTS.md: Driver branches]")
+_SRC_KEPLER = ("NVIDIA Unix Driver Archive (nvidia.com/en-us/drivers/unix.html: 'Latest Legacy GPU version "
+               "(470.xx series)') and NVIDIA developer forums 'Current graphics driver releases' (thread "
+               "28500: 470.xx legacy releases for GKxxx 'Kepler' GPUs, no longer maintained); not yet in "
+               "FACTS.md")
+_SRC_DEFAULT = ("rigkeeper's choice: a mature LTSB, because new branches repeatedly broke consumer-card P2P "
+                "(545, 555, 560: FACTS.md, P2P breakage); end-of-life dates from " + _SRC_BRANCHES)
+_SRC_SECURE_BOOT = ("Secure Boot needs MOK-signed DKMS modules (enrolment needs the console), or Canonical's "
+                    "signed precompiled linux-modules-nvidia-* packages [FACTS.md: Headless; Driver "
+                    "branches: GPU Operator docs, 'precompiled signed drivers']")
+_SRC_KEY_REJECTED = ("the kernel's refusal of a module no enrolled key signed, as modprobe prints it "
+                     "(EKEYREJECTED; quoted in issue #12)")
+_SRC_PRECOMPILED = ("Ubuntu archive (source linux-restricted-modules): linux-modules-nvidia-580-open-generic "
+                    "Depends linux-modules-nvidia-580-open-<abi>-generic (= kernel version) and "
+                    "nvidia-kernel-common-580 (>= driver version) (packages.ubuntu.com); "
+                    "nvidia-headless-no-dkms-<br> installs the driver without DKMS [FACTS.md: Packages]")
+_SRC_KERNEL_FOLLOWING = ("Canonical's precompiled modules follow the kernel, so they must not be held "
+                         "[FACTS.md: Headless]")
+_SRC_UU_MATCH = ("unattended-upgrades' 50unattended-upgrades: Package-Blacklist entries are Python regular "
+                 "expressions matched from the start of package names (re.match; its examples include "
+                 "'(lib)?xen(store)?')")
 _SRC_590_NAMES = ("NVIDIA's Ubuntu packages from 590: names drop the branch, branch lock via "
                   "nvidia-driver-pinning-<branch> [FACTS.md: Driver branches]")
 _SRC_CUDA = "CUDA 13.1 release notes, table 3 [FACTS.md: CUDA toolkit -> minimum Linux driver]"
@@ -78,9 +101,9 @@ _SRC_PCIE = "rule of thumb: idle GPUs lower the PCIe link generation, not its wi
 # THE data table. Everything the functions below know, each entry with its source.
 # --------------------------------------------------------------------------------------------
 POLICY = {
-    # Driver branches. type: 'LTSB' | 'production' | 'short-lived' | None (not recorded).
-    # eol: 'YYYY-MM' (the branch is past end of life from the month after), or None.
-    # ended: True when FACTS.md lists the branch as EOL without a date.
+    # Driver branches. type: 'LTSB' | 'production' | 'feature' (NVIDIA's "new feature branch") |
+    # 'short-lived' | None (not recorded). eol: 'YYYY-MM' (the branch is past end of life from the
+    # month after), or None. ended: True when FACTS.md lists the branch as ended without a date.
     'driver_branches': {
         535: {'type': 'LTSB', 'eol': '2026-06', 'ended': False, 'source': _SRC_BRANCHES},
         545: {'type': 'short-lived', 'eol': None, 'ended': True, 'source': _SRC_BRANCHES},
@@ -89,9 +112,33 @@ POLICY = {
         560: {'type': 'short-lived', 'eol': None, 'ended': True, 'source': _SRC_BRANCHES},
         565: {'type': 'short-lived', 'eol': None, 'ended': True, 'source': _SRC_BRANCHES},
         570: {'type': 'production', 'eol': '2026-02', 'ended': False, 'source': _SRC_BRANCHES},
-        575: {'type': None, 'eol': None, 'ended': False, 'source': _SRC_BRANCH_UNLISTED},
-        580: {'type': 'LTSB', 'eol': '2028-08', 'ended': False, 'source': _SRC_BRANCHES},
-        590: {'type': None, 'eol': None, 'ended': False, 'source': _SRC_BRANCH_UNLISTED},
+        575: {'type': 'short-lived', 'eol': None, 'ended': True, 'source': _SRC_BRANCHES},
+        # June 2028: an earlier version of FACTS.md said August, which was wrong.
+        580: {'type': 'LTSB', 'eol': '2028-06', 'ended': False, 'source': _SRC_BRANCHES},
+        # A new feature branch, short-lived: NVIDIA publishes no end-of-life date for it.
+        590: {'type': 'feature', 'eol': None, 'ended': False, 'source': _SRC_BRANCHES},
+        595: {'type': 'production', 'eol': '2027-03', 'ended': False, 'source': _SRC_BRANCHES},
+        610: {'type': 'feature', 'eol': '2026-08', 'ended': False, 'source': _SRC_BRANCHES},
+        620: {'type': 'LTSB', 'eol': '2029-09', 'ended': False, 'source': _SRC_BRANCHES},
+    },
+    # The last driver branch that drives an architecture; newer branches' kernel modules refuse
+    # the card. verified: False (a source marked UNVERIFIED) turns the refusal into a warning.
+    'architecture_last_branch': {
+        'Kepler': {'last_branch': 470, 'verified': True, 'source': _SRC_KEPLER},
+        'Maxwell': {'last_branch': 580, 'verified': True, 'source': _SRC_LAST_580},
+        'Pascal': {'last_branch': 580, 'verified': True, 'source': _SRC_LAST_580},
+        'Volta': {'last_branch': 580, 'verified': True, 'source': _SRC_LAST_580},
+    },
+    # The default branch (rk_driver_decision with branch=None): among LTSB branches not past end
+    # of life that drive every GPU of the host (architecture_last_branch) and run every wanted CUDA
+    # in full, the OLDEST with at least min_support_months of support left; when none has that
+    # much, the newest of them. Why the oldest: a mature LTSB has had its regressions found and
+    # fixed, while new branches repeatedly broke consumer-card P2P (545, 555 and 560 in FACTS.md:
+    # NCCL/vLLM all-reduce hangs); why 12 months: a year of fixes before the next planned change.
+    'default_branch': {
+        'type': 'LTSB',
+        'min_support_months': 12,
+        'source': _SRC_DEFAULT,
     },
     # Known P2P problems. branches: None = every branch. A GPU is affected when it matches every
     # filter that is set (architectures / segments / models). action: refuse when the host has at
@@ -233,6 +280,14 @@ POLICY = {
                          'linux-signatures-nvidia-*'],
             'source': "Ubuntu precompiled linux-modules-nvidia-<br>-<flavour> [FACTS.md: Packages]",
         },
+        # Family members that follow the kernel's ABI: never held (kernel updates would arrive
+        # without their module) and never blacklisted for unattended-upgrades (they move with the
+        # kernel updates).
+        'kernel_following': {
+            'patterns': ['linux-modules-nvidia-*', 'linux-objects-nvidia-*',
+                         'linux-signatures-nvidia-*'],
+            'source': _SRC_KERNEL_FOLLOWING,
+        },
         'family_debian': {
             'patterns': ['xserver-xorg-video-nvidia*', 'libcuda1*', 'libnvcuvid1*', 'libnvoptix1*',
                          'libcudadebugger1*', 'libgl1-nvidia-*', 'libglx-nvidia*', 'libegl-nvidia*',
@@ -243,9 +298,22 @@ POLICY = {
             'patterns': ['nvidia-container-*', 'libnvidia-container*', 'nvidia-docker*'],
             'source': _SRC_PKG_CTK + ': versioned apart from the driver',
         },
-        'unattended_blacklist': {'source': _SRC_UU},
+        'unattended_blacklist': {'source': _SRC_UU + '; ' + _SRC_UU_MATCH},
         'ubuntu_transitional_server': {'branches': [535, 550, 565], 'source': _SRC_PKG_UBUNTU_PITFALL},
         'cuda_unversioned_from': {'branch': 590, 'source': _SRC_590_NAMES},
+        # 590+ from NVIDIA's CUDA repo: the pinning package goes in first (apt then resolves the
+        # driver under the lock); the driver version is read from version_from, never from the
+        # pinning package (whose version is its own).
+        'cuda_pinning': {'pre_install': 'nvidia-driver-pinning-{branch}', 'version_from': 'libnvidia-compute',
+                         'source': _SRC_590_NAMES + '; installed before the driver (NVIDIA Driver '
+                                                    "Installation Guide, 'Recent Updates')"},
+        # Canonical's signed precompiled kernel modules (Ubuntu archive only).
+        'ubuntu_precompiled': {
+            'install': ['nvidia-headless-no-dkms-{br}{variant}{open}', 'nvidia-utils-{br}{variant}',
+                        'linux-modules-nvidia-{br}{variant}{open}-{flavour}'],
+            'sources': ['ubuntu'],
+            'source': _SRC_PRECOMPILED,
+        },
         'debian_branches': {'branches': [535], 'source': _SRC_PKG_DEBIAN},
     },
     # Kernel command line.
@@ -281,6 +349,16 @@ POLICY = {
         'base_watts': 250,
         'source': (_SRC_PSU + ': keep sustained load at or below 80% of the PSU rating; consumer '
                    'Ampere/Ada cards spike well above board power for milliseconds'),
+    },
+    # Kernel modules and Secure Boot (rk_module_plan).
+    'modules': {
+        'secure_boot': {
+            'mok_import': 'mokutil --import /var/lib/shim-signed/mok/MOK.der',
+            'mok_test': 'mokutil --test-key /var/lib/shim-signed/mok/MOK.der',
+            'kernel_error': "modprobe: ERROR: could not insert 'nvidia': Key was rejected by service",
+            'kernel_error_source': _SRC_KEY_REJECTED,
+            'source': _SRC_SECURE_BOOT,
+        },
     },
     # Preflight.
     'preflight': {
@@ -422,6 +500,31 @@ def _current_ltsb(day):
     return max(candidates) if candidates else None
 
 
+def _month_index(year, month):
+    return year * 12 + (month - 1)
+
+
+def _months_left(entry, day):
+    """Calendar months from ``day``'s month to the EOL month (580, EOL 2028-06, on 2026-12-01: 18);
+    None without an EOL date."""
+    eol = entry.get('eol')
+    if not eol:
+        return None
+    year, month = (int(p) for p in eol.split('-'))
+    return _month_index(year, month) - _month_index(day.year, day.month)
+
+
+def _month_text(index):
+    return f'{index // 12:04d}-{index % 12 + 1:02d}'
+
+
+_TYPE_TEXT = {'feature': 'new feature branch'}
+
+
+def _type_text(branch_type):
+    return _TYPE_TEXT.get(branch_type, branch_type)
+
+
 # --------------------------------------------------------------------------------------------
 # GPUs
 # --------------------------------------------------------------------------------------------
@@ -500,6 +603,51 @@ def _arch_rank(arch):
     return _ARCH_ORDER.index(arch) if arch in _ARCH_ORDER else None
 
 
+def _branch_limits(gpus):
+    """GPUs whose architecture has a last branch: [{label, arch, last, verified, source}]."""
+    table = POLICY['architecture_last_branch']
+    rows = []
+    for pos, gpu in enumerate(gpus):
+        arch = _gpu_arch(gpu)
+        row = table.get(arch)
+        if row:
+            rows.append({'label': _gpu_label(gpu, pos), 'arch': arch, 'last': row['last_branch'],
+                         'verified': bool(row['verified']) and 'UNVERIFIED' not in row['source'],
+                         'source': row['source']})
+    return rows
+
+
+def _limit_text(rows):
+    """'GPU 0 (bus, model), GPU 1 (...) are Pascal, whose last driver branch is 580 (source)'."""
+    groups = {}
+    for row in rows:
+        groups.setdefault((row['arch'], row['last'], row['source']), []).append(row['label'])
+    parts = []
+    for (arch, last, source), labels in groups.items():
+        verb = 'is' if len(labels) == 1 else 'are'
+        parts.append(f'{", ".join(labels)} {verb} {arch}, whose last driver branch is {last} ({source})')
+    return '; '.join(parts)
+
+
+def _limit_todo(limit, day):
+    """What to do when the GPUs stop at branch ``limit``."""
+    fitting = [b for b in _BRANCHES if b <= limit]
+    if not fitting:
+        return (f"no branch in rigkeeper's table drives them (their last branch, {limit}, is not in it and "
+                'NVIDIA no longer maintains it): move those cards to another host')
+    live = [b for b in fitting if not _eol_passed(_BRANCHES[b], day)]
+    ltsb = [b for b in live if _BRANCHES[b]['type'] == 'LTSB']
+    if ltsb or live:
+        best = max(ltsb or live)
+        entry = _BRANCHES[best]
+        until = f' until {entry["eol"]}' if entry['eol'] else ''
+        return (f'set nvidia_driver_branch: {best} ({_type_text(entry["type"])}{until}), or move those cards '
+                'to another host')
+    best = max(fitting)
+    return (f'set nvidia_driver_branch: {best} (past end of life: no more fixes), or move those cards to '
+            'another host')
+
+
 def _gpu_segment(gpu):
     """'consumer' (GeForce/TITAN), 'workstation' (Quadro / NVIDIA RTX) or 'datacenter'."""
     name = str(gpu.get('product_name') or '').lower()
@@ -526,7 +674,7 @@ def _issue_matches(issue, gpu):
 
 def _issue_findings(branch, gpus, day, branch_specific_only=False):
     """Known issues for ``branch`` on these GPUs: [{id, action, message}], action refuse|warn."""
-    ltsb = _current_ltsb(day) or 580
+    ltsb = _advised_ltsb(gpus, day)
     findings = []
     for issue in POLICY['known_issues']:
         if issue['branches'] is None:
@@ -566,6 +714,140 @@ def _issue_findings(branch, gpus, day, branch_specific_only=False):
     return findings
 
 
+def _cuda_mode(cuda, branch):
+    """'full', 'minor-compat' or None (cannot run) for every version of ``branch``."""
+    try:
+        return rk_cuda_check(cuda, str(branch))['mode']
+    except AnsibleFilterError:
+        return None
+
+
+def _cuda_need(cudas, branches):
+    """'CUDA 13.1 needs driver >= 590.44.01 (source)' for each CUDA one of ``branches`` cannot run in full."""
+    table = POLICY['cuda']['min_driver']
+    return '; '.join(f'CUDA {c} needs driver >= {table[c]["min_driver"]} ({table[c]["source"]})'
+                     for c in cudas if any(_cuda_mode(c, b) != 'full' for b in branches))
+
+
+def _pick_default(candidates, day, need):
+    """(branch, 'oldest'|'newest') per POLICY['default_branch'] among eligible LTSB branches."""
+    lefts = {b: _months_left(_BRANCHES[b], day) for b in candidates}
+    long_enough = [b for b in candidates if lefts[b] is not None and lefts[b] >= need]
+    if long_enough:
+        return min(long_enough), 'oldest'
+    return max(candidates), 'newest'
+
+
+def _default_branch(gpus, cudas, day):
+    """The default branch for these GPUs and CUDA versions on ``day``: (branch, reasons, warnings).
+
+    The rule (data in POLICY['default_branch'], rationale recorded there): among LTSB branches
+    not past end of life on ``day`` that drive every GPU of the host (no GPU's architecture has
+    a last branch below it, POLICY['architecture_last_branch']) and run every wanted CUDA version
+    in full (its minimum driver, not minor-version compatibility), take the OLDEST that still has
+    at least ``min_support_months`` (12) months of support left, counted in calendar months from
+    ``day``'s month to the end-of-life month; when none has that much, the NEWEST of them.
+
+    Why: a mature LTSB is preferred over the newest because new branches repeatedly broke
+    consumer-card P2P (545, 555, 560: FACTS.md), and 12 months of support leave a year of fixes
+    before the next planned change. With the 2026 table: 580 (EOL 2028-06) until 2027-06, 620
+    (EOL 2029-09) from 2027-07; on a host with a Maxwell, Pascal or Volta card 580 for as long as
+    580 is supported (it is their last branch); a CUDA version whose minimum driver is above
+    580 (13.1 needs 590.44.01) picks 620. No eligible LTSB is a refusal that says why and what
+    to do: set the branch explicitly (580 runs CUDA 13.1 under minor-version compatibility), use
+    an older CUDA, or move the cards.
+    """
+    cfg = POLICY['default_branch']
+    need = cfg['min_support_months']
+    hard = [r for r in _branch_limits(gpus) if r['verified']]
+    limit = min((r['last'] for r in hard), default=None)
+    live = sorted(b for b, e in _BRANCHES.items() if e['type'] == cfg['type'] and not _eol_passed(e, day))
+    if not live:
+        raise _err(f"no LTSB branch in rigkeeper's table is still supported on {day}: set the branch "
+                   "explicitly and update POLICY['driver_branches'] from NVIDIA's Supported Drivers and "
+                   'CUDA Toolkit Versions page')
+    fits = [b for b in live if limit is None or b <= limit]
+    if not fits:
+        raise _err(f'no LTSB branch still supported on {day} ({", ".join(map(str, live))}) drives every '
+                   f'GPU: {_limit_text([r for r in hard if r["last"] < min(live)])}. To do: '
+                   f'{_limit_todo(limit, day)}')
+    runs = [b for b in fits if all(_cuda_mode(c, b) == 'full' for c in cudas)]
+    if not runs:
+        newest = max(fits)
+        gpu_text = f' (the GPUs stop at {limit}: {_limit_text(hard)})' if limit is not None else ''
+        todo = []
+        if all(_cuda_mode(c, newest) is not None for c in cudas):
+            todo.append(f'set nvidia_driver_branch explicitly ({newest} runs it only under minor-version '
+                        'compatibility, with limits for PTX JIT)')
+        todo += ['use an older CUDA', 'move those cards to another host' if limit is not None else
+                 "add a newer LTSB to POLICY['driver_branches'] once NVIDIA publishes one"]
+        raise _err(f'no LTSB branch runs the wanted CUDA in full: {_cuda_need(cudas, fits)}; the LTSB '
+                   f'branches that drive every GPU are {", ".join(map(str, fits))}{gpu_text}. To do: '
+                   f'{", or ".join(todo)}')
+
+    chosen, how = _pick_default(runs, day, need)
+    entry = _BRANCHES[chosen]
+    left = _months_left(entry, day)
+    scope = (' that drives every GPU' if gpus else '') + (f' and runs CUDA {", ".join(cudas)} in full'
+                                                         if cudas else '')
+    reasons, warnings = [], []
+    if how == 'oldest':
+        # The month the chosen branch drops below min_support_months, and the default from then on.
+        switch = _month_index(*(int(p) for p in entry['eol'].split('-'))) - need + 1
+        later = datetime.date(switch // 12, switch % 12 + 1, 1)
+        still = [b for b in runs if not _eol_passed(_BRANCHES[b], later)]
+        successor = _pick_default(still, later, need)[0] if still else None
+        if successor is not None and successor != chosen:
+            nxt = (f'{successor} (EOL {_BRANCHES[successor]["eol"]}) becomes the default once {chosen} has '
+                   f'less than {need} months left (from {_month_text(switch)})')
+        else:
+            nxt = (f'{chosen} stays the default until its end of life ({entry["eol"]}): no newer LTSB is '
+                   'eligible')
+        reasons.append(f'branch {chosen}: none requested; {chosen}: oldest LTSB with >= {need} months of '
+                       f'support (EOL {entry["eol"]}, {left} months left on {day}){scope}; {nxt} '
+                       f'({cfg["source"]})')
+    else:
+        reasons.append(f'branch {chosen}: none requested; no eligible LTSB has >= {need} months of support '
+                       f'left on {day}, so the newest{scope}: {chosen} (EOL {entry["eol"]}, {left} months '
+                       f'left) ({cfg["source"]})')
+        warnings.append(f'driver branch {chosen} has {left} months of support left (EOL {entry["eol"]}, '
+                        f'{entry["source"]}) and no eligible LTSB lasts longer: plan the move (newer cards, '
+                        'or a newer LTSB once NVIDIA publishes one)')
+    excluded = [b for b in live if b not in fits]
+    if excluded:
+        reasons.append(f'{", ".join(map(str, excluded))} not eligible: {_limit_text(hard)}')
+    partial = [b for b in fits if b not in runs]
+    if partial:
+        reasons.append(f'{", ".join(map(str, partial))} not eligible: {_cuda_need(cudas, partial)}')
+    return chosen, reasons, warnings
+
+
+def _advised_ltsb(gpus, day, fallback=True):
+    """The branch to advise in messages: the default for these GPUs; when there is none, the
+    newest LTSB not past end of life (else the newest LTSB) with ``fallback``, else None."""
+    try:
+        return _default_branch(gpus, [], day)[0]
+    except AnsibleFilterError:
+        if not fallback:
+            return None
+        return _current_ltsb(day) or max(b for b, e in _BRANCHES.items() if e['type'] == 'LTSB')
+
+
+def _check_branch_limits(chosen, gpus, day, warnings):
+    """Refuse a branch newer than the last branch of a GPU's architecture (warn when UNVERIFIED)."""
+    over = [r for r in _branch_limits(gpus) if chosen > r['last']]
+    soft = [r for r in over if not r['verified']]
+    hard = [r for r in over if r['verified']]
+    if soft:
+        limit = min(r['last'] for r in soft)
+        warnings.append(f'driver branch {chosen} may not drive these GPUs: {_limit_text(soft)}; if the '
+                        f'driver does not load: {_limit_todo(limit, day)}')
+    if hard:
+        limit = min(r['last'] for r in hard)
+        raise _err(f'driver branch {chosen} does not drive these GPUs (its kernel modules refuse them): '
+                   f'{_limit_text(hard)}. To do: {_limit_todo(limit, day)}')
+
+
 # --------------------------------------------------------------------------------------------
 # 1. Driver branch + module flavour
 # --------------------------------------------------------------------------------------------
@@ -575,10 +857,13 @@ def rk_driver_decision(gpus, branch=None, cuda_versions=(), module_flavor='auto'
 
     Usage: ``nvidia_gpu.gpus | rk_driver_decision(branch=nvidia_driver_branch, cuda_versions=['12.4'])``
 
-    :param gpus: ``nvidia_gpu.gpus`` (the whole ``nvidia_gpu`` dict works too). May be empty on a
-        fresh box (no driver yet): then GPU-specific checks become warnings.
-    :param branch: wanted branch, ``580``/``'580'``/``'R580'``; ``None`` picks the newest LTSB branch
-        not past end of life on ``today`` (580 as of 2026-11).
+    :param gpus: ``nvidia_gpu.gpus`` (the whole ``nvidia_gpu`` dict works too), or a list of model
+        names (a fresh box without a driver: the inventory's expected models; the architecture then
+        comes from the name). May be empty: then GPU-specific checks become warnings.
+    :param branch: wanted branch, ``580``/``'580'``/``'R580'``; ``None`` picks the default by data
+        (see :func:`_default_branch`): the oldest LTSB not past end of life that drives every GPU,
+        runs every wanted CUDA in full and has >= 12 months of support left on ``today``, else the
+        newest such LTSB (580 until 2027-06, then 620; 580 on Maxwell/Pascal/Volta hosts).
     :param cuda_versions: CUDA versions (``'12.4'``) the host must run; each is checked against the
         branch with :func:`rk_cuda_check` (branch = its lowest plausible version); a CUDA the branch
         cannot run is refused, one it runs under minor-version compatibility is a warning.
@@ -588,43 +873,53 @@ def rk_driver_decision(gpus, branch=None, cuda_versions=(), module_flavor='auto'
     :param allow_known_bad: turn a known-bad refusal (545 on 2+ GPUs with consumer/workstation
         Ampere/Ada) into a warning.
     :param today: ``'YYYY-MM-DD'`` (or a date) for the end-of-life checks; ``None`` = today.
-    :returns: ``{branch: '580', flavor: 'open'|'proprietary', type: 'LTSB'|'production'|
+    :returns: ``{branch: '580', flavor: 'open'|'proprietary', type: 'LTSB'|'production'|'feature'|
         'short-lived'|None, eol: 'YYYY-MM'|None, warnings: [str], reasons: [str]}``.
-    :raises AnsibleFilterError: garbage or unknown branch, known-bad branch for these GPUs,
-        impossible flavour, CUDA the branch cannot run.
+    :raises AnsibleFilterError: garbage or unknown branch, a branch newer than the last branch of a
+        GPU's architecture (590+ on Maxwell/Pascal/Volta, anything in the table on Kepler; the
+        message names each GPU, its architecture, the last branch, the source and what to do),
+        no eligible default, known-bad branch for these GPUs, impossible flavour, CUDA the branch
+        cannot run.
     """
     gpus = _gpu_list(gpus)
     day = _parse_today(today)
     allow_known_bad = _as_bool(allow_known_bad, 'allow_known_bad')
     if module_flavor not in ('auto', 'open', 'proprietary'):
         raise _err(f"module_flavor {module_flavor!r} is not one of 'auto', 'open', 'proprietary'")
+    cudas = [_parse_cuda(c) for c in _as_list(cuda_versions, 'cuda_versions')]
     warnings, reasons = [], []
 
     # Branch
     if branch is None:
-        chosen = _current_ltsb(day)
-        if chosen is None:
-            raise _err(f"no LTSB branch in rigkeeper's table is still supported on {day}: set the "
-                       "branch explicitly and update POLICY['driver_branches'] from NVIDIA's "
-                       'supported drivers page')
-        entry = _BRANCHES[chosen]
-        reasons.append(f'branch {chosen}: none requested; newest LTSB branch not past end of life '
-                       f'(EOL {entry["eol"]}; {entry["source"]})')
+        chosen, why, warned = _default_branch(gpus, cudas, day)
+        reasons.extend(why)
+        warnings.extend(warned)
     else:
         chosen = _parse_branch(branch)
-        entry = _BRANCHES[chosen]
         reasons.append(f'branch {chosen}: requested')
+    _check_branch_limits(chosen, gpus, day, warnings)
+    entry = _BRANCHES[chosen]
 
-    ltsb = _current_ltsb(day)
-    move_to = f'move to {ltsb} (LTSB until {_BRANCHES[ltsb]["eol"]})' if ltsb else \
-        "check NVIDIA's supported drivers page for a supported branch"
+    advised = _advised_ltsb(gpus, day, fallback=False)
+    if advised is None:
+        move_to = ('no LTSB still supported drives every GPU of this host (see rk_driver_decision with no '
+                   'branch): plan to replace those cards')
+    elif advised != chosen:
+        move_to = f'move to {advised} (LTSB until {_BRANCHES[advised]["eol"]})'
+    else:
+        move_to = "check NVIDIA's Supported Drivers and CUDA Toolkit Versions page for a supported branch"
     if entry['type'] is None:
         warnings.append(f'driver branch {chosen}: its type and end of life are not recorded '
                         f'({entry["source"]}); check NVIDIA\'s supported drivers page, or {move_to}')
     elif _eol_passed(entry, day):
         when = f'reached end of life in {entry["eol"]}' if entry.get('eol') else 'is past end of life'
-        warnings.append(f'driver branch {chosen} ({entry["type"]}) {when} '
+        warnings.append(f'driver branch {chosen} ({_type_text(entry["type"])}) {when} '
                         f'({entry["source"]}) and gets no more fixes: {move_to}')
+    elif entry['type'] == 'feature':
+        until = (f'end of life {entry["eol"]}' if entry['eol'] else
+                 'NVIDIA publishes no end of life for it')
+        warnings.append(f'driver branch {chosen} is a new feature branch, short-lived ({until}; '
+                        f'{entry["source"]}): for a rig that must stay stable, {move_to}')
 
     # Known issues
     refusals = []
@@ -643,7 +938,7 @@ def rk_driver_decision(gpus, branch=None, cuda_versions=(), module_flavor='auto'
     flavor = _decide_flavor(chosen, gpus, module_flavor, warnings, reasons)
 
     # CUDA
-    for cuda in _as_list(cuda_versions, 'cuda_versions'):
+    for cuda in cudas:
         result = rk_cuda_check(cuda, str(chosen))
         warnings.extend(result['warnings'])
         reasons.append(f'CUDA {result["cuda"]}: branch {chosen} runs it ({result["mode"]}; minimum '
@@ -706,11 +1001,36 @@ def _decide_flavor(branch, gpus, wanted, warnings, reasons):
 # --------------------------------------------------------------------------------------------
 # 2. Packages
 # --------------------------------------------------------------------------------------------
+_FLAVOUR_RE = re.compile(r'[a-z][a-z0-9.+-]*')
+
+
+def _glob_prefix(pattern):
+    """'nvidia-container-*' -> 'nvidia-container-' (the literal part before the first wildcard)."""
+    return re.split(r'[*?\[]', pattern, maxsplit=1)[0]
+
+
+def _blacklist(patterns, not_family):
+    """unattended-upgrades regexes (re.match on package names) for these family globs, skipping
+    what ``not_family`` names (the container toolkit keeps its security updates)."""
+    out = []
+    for pattern in patterns:
+        prefix = _glob_prefix(pattern)
+        skip = [_glob_prefix(p)[len(prefix):] for p in not_family
+                if _glob_prefix(p).startswith(prefix) and _glob_prefix(p) != prefix]
+        regex = '^' + prefix.replace('.', r'\.')
+        if skip:
+            regex += '(?!' + '|'.join(x.replace('.', r'\.') for x in skip) + ')'
+        if regex not in out:
+            out.append(regex)
+    return out
+
+
 def rk_driver_packages(branch, source, flavor='proprietary', distro='ubuntu', server=False,
-                       headless=False):
+                       headless=False, modules='dkms', kernel_flavour='generic'):
     """Packages for a driver branch from a package source, and the globs that pin its family.
 
-    Usage: ``decision.branch | rk_driver_packages('ubuntu', flavor=decision.flavor, server=true)``
+    Usage: ``decision.branch | rk_driver_packages('ubuntu', flavor=decision.flavor, server=true,
+    modules=module_plan.modules)``
 
     :param branch: ``580`` or ``'580'`` (must be in the branch table).
     :param source: ``'ubuntu'`` (Ubuntu archive: ``nvidia-driver-<br>[-server][-open]``, headless
@@ -725,16 +1045,50 @@ def rk_driver_packages(branch, source, flavor='proprietary', distro='ubuntu', se
     :param server: the Ubuntu ``-server`` (datacenter) packages; with ``'debian'`` the tesla driver;
         ignored (warning) for ``'cuda'``.
     :param headless: no X/desktop packages; mapped for ``source='ubuntu'`` only.
-    :returns: ``{install: [names], hold: [names], pin_patterns: [globs], pin_exclude: [globs],
-        pin_version: '580.*', unattended_blacklist: [regexes], warnings: [str]}``.
-        ``hold`` is what this installs (hold every *installed* package matching ``pin_patterns``
-        minus ``pin_exclude`` too). ``pin_patterns`` name the whole NVIDIA family (for apt
-        preferences, holds and the unattended-upgrades blacklist); ``pin_exclude`` names packages
-        those globs catch that are versioned apart from the driver (the container toolkit).
-        Use ``pin_version`` as a *positive* pin only (``Pin: version 580.*``, priority >= 1000):
-        some family members (``linux-modules-nvidia-*``, Ubuntu's ``nvidia-settings``) carry other
-        version numbers. A package *name* does not pin a branch (transitional packages): verify
-        the installed driver with :func:`rk_version_on_branch`.
+    :param modules: ``'dkms'`` (modules built on the host) or ``'precompiled'`` (take it from
+        :func:`rk_module_plan`): Canonical's signed precompiled modules from the Ubuntu archive
+        (source linux-restricted-modules; what a Secure Boot host without an enrolled MOK needs),
+        ``source='ubuntu'`` only: ``nvidia-headless-no-dkms-<br>[-server][-open]``,
+        ``nvidia-utils-<br>[-server]`` and the kernel-flavour meta
+        ``linux-modules-nvidia-<br>[-server][-open]-<kernel_flavour>``, which depends on the module
+        package of the current kernel ABI (``= kernel version``) and on
+        ``nvidia-kernel-common-<br> (>= driver version)``. The X/desktop packages are not part of
+        it (``headless=False`` gives a warning).
+    :param kernel_flavour: the kernel flavour of the precompiled meta (``'generic'``,
+        ``'generic-hwe-22.04'``, ``'lowlatency'``, ...); used with ``modules='precompiled'``.
+    :returns: a dict:
+
+        - ``pre_install``: packages to install *before* ``install`` in their own step, so apt
+          resolves the driver under the lock: ``['nvidia-driver-pinning-<br>']`` for 590+ from the
+          CUDA repo, else ``[]``.
+        - ``install``: the driver packages (never the pinning package).
+        - ``version_from``: the package whose version IS the driver version; resolve and verify
+          the driver version from it, never from the pinning package (its version is its own) nor
+          from a kernel-module meta (kernel versions): ``'libnvidia-compute'`` for 590+ from the CUDA
+          repo, else ``install[0]``.
+        - ``hold``: what this installs (``pre_install + install``) minus the kernel-following
+          packages. Hold every *installed* package matching ``hold_patterns`` minus
+          ``pin_exclude`` too.
+        - ``pin_patterns``: globs naming the whole NVIDIA family (apt preferences);
+          ``pin_exclude``: globs those catch that are versioned apart from the driver (the
+          container toolkit).
+        - ``hold_patterns``: ``pin_patterns`` minus ``kernel_following``.
+        - ``kernel_following``: ``linux-modules-nvidia-*``, ``linux-objects-nvidia-*``,
+          ``linux-signatures-nvidia-*``: they follow the kernel's ABI, so they are never held
+          (kernel updates would arrive without their module) nor blacklisted.
+        - ``pin_version``: ``'580.*'``. Use it as a *positive* pin only (``Pin: version 580.*``,
+          priority >= 1000): some family members (``linux-modules-nvidia-*``, Ubuntu's
+          ``nvidia-settings``) carry other version numbers.
+        - ``other_branches``: every other branch in the table, as strings (``['535', ...]``), for
+          apt preferences that block them by name.
+        - ``unattended_blacklist``: Python regexes (unattended-upgrades applies ``re.match`` to
+          package names) for the driver family only: not the container toolkit
+          (``nvidia-container-*``, ``libnvidia-container*``, ``nvidia-docker*``: it keeps its
+          security updates) and not the kernel-following packages.
+        - ``warnings``: [str].
+
+        A package *name* does not pin a branch (transitional packages): verify the installed
+        driver with :func:`rk_version_on_branch`.
     """
     br = _parse_branch(branch)
     if flavor not in ('proprietary', 'open'):
@@ -742,12 +1096,25 @@ def rk_driver_packages(branch, source, flavor='proprietary', distro='ubuntu', se
     if distro not in ('ubuntu', 'debian'):
         raise _err(f"distro {distro!r} is not 'ubuntu' or 'debian' (rigkeeper supports Ubuntu 22.04/"
                    '24.04 and Debian 12)')
+    if modules not in ('dkms', 'precompiled'):
+        raise _err(f"modules {modules!r} is not 'dkms' or 'precompiled' (take it from rk_module_plan)")
+    if not isinstance(kernel_flavour, str) or not _FLAVOUR_RE.fullmatch(kernel_flavour):
+        raise _err(f"kernel_flavour {kernel_flavour!r} is not a kernel flavour like 'generic' (the part of "
+                   "`uname -r` after the ABI, e.g. 6.8.0-51-generic -> 'generic')")
     server = _as_bool(server, 'server')
     headless = _as_bool(headless, 'headless')
     table = POLICY['packages']
     is_open = flavor == 'open'
     warnings = []
     patterns = list(table['family']['patterns'])
+    pre_install = []
+    version_from = None
+    precompiled = table['ubuntu_precompiled']
+    if modules == 'precompiled' and source not in precompiled['sources']:
+        raise _err(f"modules 'precompiled' (Canonical's signed linux-modules-nvidia-* packages) exist only "
+                   f"in the Ubuntu archive ({precompiled['source']}), not for source {source!r}: use "
+                   "source 'ubuntu', or modules 'dkms' (with Secure Boot on: enrol a MOK, see "
+                   'rk_module_plan)')
 
     if source == 'ubuntu':
         if distro != 'ubuntu':
@@ -755,7 +1122,13 @@ def rk_driver_packages(branch, source, flavor='proprietary', distro='ubuntu', se
                        "source 'debian' (non-free) or 'cuda' (NVIDIA's CUDA repo)")
         variant = '-server' if server else ''
         suffix = variant + ('-open' if is_open else '')
-        if headless:
+        if modules == 'precompiled':
+            install = [name.format(br=br, variant=variant, open='-open' if is_open else '',
+                                   flavour=kernel_flavour) for name in precompiled['install']]
+            if not headless:
+                warnings.append('modules precompiled installs the headless set without DKMS '
+                                f'({install[0]}, {install[1]}): no X/desktop driver packages')
+        elif headless:
             install = [f'nvidia-headless-{br}{suffix}', f'nvidia-utils-{br}{variant}']
         else:
             install = [f'nvidia-driver-{br}{suffix}']
@@ -775,9 +1148,13 @@ def rk_driver_packages(branch, source, flavor='proprietary', distro='ubuntu', se
                             'are Ubuntu archive names); ignored')
         unversioned = table['cuda_unversioned_from']
         if br >= unversioned['branch']:
-            install = [f'nvidia-driver-pinning-{br}', 'nvidia-open' if is_open else 'cuda-drivers']
+            pinning = table['cuda_pinning']
+            pre_install = [pinning['pre_install'].format(branch=br)]
+            install = ['nvidia-open' if is_open else 'cuda-drivers']
+            version_from = pinning['version_from']
             warnings.append(f'branch {br}: package names carry no branch; nvidia-driver-pinning-{br} '
-                            f'locks it ({unversioned["source"]})')
+                            f'locks it ({unversioned["source"]}): install it first, and read the '
+                            f'driver version from {version_from}')
         else:
             install = [f'nvidia-open-{br}' if is_open else f'cuda-drivers-{br}']
     elif source == 'debian':
@@ -802,20 +1179,118 @@ def rk_driver_packages(branch, source, flavor='proprietary', distro='ubuntu', se
         raise _err(f"source {source!r} is not 'ubuntu' (Ubuntu archive), 'cuda' (NVIDIA CUDA repo) "
                    "or 'debian' (Debian non-free)")
 
-    blacklist = []
-    for pattern in patterns:
-        regex = '^' + pattern.rstrip('*').replace('.', r'\.')
-        if regex not in blacklist:
-            blacklist.append(regex)
+    following = list(table['kernel_following']['patterns'])
+
+    def _follows(name):
+        return any(fnmatch.fnmatchcase(name, p) for p in following)
+
+    hold_patterns = [p for p in patterns if p not in following]
+    not_family = list(table['not_family']['patterns'])
     return {
+        'pre_install': pre_install,
         'install': install,
-        'hold': list(install),
+        'version_from': version_from or install[0],
+        'hold': [name for name in pre_install + install if not _follows(name)],
         'pin_patterns': patterns,
-        'pin_exclude': list(table['not_family']['patterns']),
+        'pin_exclude': not_family,
+        'hold_patterns': hold_patterns,
+        'kernel_following': following,
         'pin_version': f'{br}.*',
-        'unattended_blacklist': blacklist,
+        'other_branches': [str(b) for b in sorted(_BRANCHES) if b != br],
+        'unattended_blacklist': _blacklist(hold_patterns, not_family),
         'warnings': warnings,
     }
+
+
+def _as_tristate(value, what):
+    if value is None or isinstance(value, bool):
+        return value
+    raise _err(f'{what} must be true, false or null (unknown), got {value!r}')
+
+
+def rk_module_plan(secure_boot, mok_enrolled, source, modules='auto'):
+    """How the NVIDIA kernel modules get onto the host, given Secure Boot: DKMS or precompiled.
+
+    Usage: ``rigkeeper_host.secure_boot | rk_module_plan(mok_enrolled, nvidia_driver_source,
+    modules='auto')``, then ``rk_driver_packages(..., modules=plan.modules)``.
+
+    With Secure Boot on, the kernel loads only signed modules: a DKMS-built module loads only when
+    it is signed with a Machine Owner Key enrolled in shim (the enrolment is confirmed at the console
+    on the next boot), else the boot ends without a driver (``modprobe: ERROR: could not insert
+    'nvidia': Key was rejected by service``). Canonical's precompiled
+    ``linux-modules-nvidia-*`` packages (Ubuntu archive only) are signed and load without a MOK
+    [FACTS.md: Headless; Driver branches].
+
+    :param secure_boot: ``rigkeeper_host.secure_boot``: ``True``, ``False``, or ``None`` (unknown:
+        no mokutil).
+    :param mok_enrolled: whether the DKMS signing key (``/var/lib/shim-signed/mok/MOK.der`` on
+        Ubuntu) is enrolled: ``True``, ``False`` or ``None`` (unknown); read with ``mokutil
+        --test-key /var/lib/shim-signed/mok/MOK.der``. Only consulted for DKMS with Secure Boot on.
+    :param source: the driver package source, ``'ubuntu'``, ``'cuda'`` or ``'debian'``.
+    :param modules: ``'auto'``, ``'dkms'`` or ``'precompiled'``. ``auto``: precompiled for the
+        Ubuntu source with Secure Boot on (Canonical signs them), else dkms.
+    :returns: ``{modules: 'dkms'|'precompiled', reasons: [str], warnings: [str]}``.
+    :raises AnsibleFilterError: precompiled for a source other than ubuntu; DKMS with Secure Boot
+        on and no MOK known to be enrolled (``mok_enrolled`` false or unknown): the message says
+        what to do (Ubuntu: modules precompiled; enrol a MOK with ``mokutil --import
+        /var/lib/shim-signed/mok/MOK.der`` and confirm it at the console on the next boot; or turn
+        Secure Boot off in the firmware); garbage input.
+    """
+    secure_boot = _as_tristate(secure_boot, 'secure_boot')
+    mok_enrolled = _as_tristate(mok_enrolled, 'mok_enrolled')
+    if source not in ('ubuntu', 'cuda', 'debian'):
+        raise _err(f"source {source!r} is not 'ubuntu' (Ubuntu archive), 'cuda' (NVIDIA CUDA repo) "
+                   "or 'debian' (Debian non-free)")
+    if modules not in ('auto', 'dkms', 'precompiled'):
+        raise _err(f"modules {modules!r} is not one of 'auto', 'dkms', 'precompiled'")
+    sb = POLICY['modules']['secure_boot']
+    precompiled_sources = POLICY['packages']['ubuntu_precompiled']['sources']
+    reasons, warnings = [], []
+    state = {True: 'on', False: 'off', None: 'unknown'}[secure_boot]
+
+    if modules == 'precompiled':
+        if source not in precompiled_sources:
+            raise _err(f"modules 'precompiled': Canonical's signed linux-modules-nvidia-* packages exist "
+                       f"only in the Ubuntu archive ({sb['source']}), not for source {source!r}: use "
+                       "nvidia_driver_source: ubuntu, or modules: dkms"
+                       + (' with an enrolled MOK' if secure_boot else ''))
+        reasons.append(f"modules precompiled: requested (Canonical's signed modules; Secure Boot {state})")
+        return {'modules': 'precompiled', 'reasons': reasons, 'warnings': warnings}
+
+    if modules == 'auto' and secure_boot and source in precompiled_sources:
+        reasons.append("modules precompiled: Secure Boot is on and the Ubuntu archive has Canonical's "
+                       f"signed linux-modules-nvidia-* packages, which load without a MOK ({sb['source']})")
+        return {'modules': 'precompiled', 'reasons': reasons, 'warnings': warnings}
+
+    how = 'requested' if modules == 'dkms' else 'auto'
+    if secure_boot is True and mok_enrolled is not True:
+        known = 'no MOK is enrolled' if mok_enrolled is False else 'no enrolled MOK is known'
+        options = []
+        if source in precompiled_sources:
+            options.append("modules: precompiled (Canonical's signed linux-modules-nvidia-* packages)")
+        else:
+            options.append("use nvidia_driver_source: ubuntu with Canonical's signed precompiled modules "
+                           '(Ubuntu hosts only)')
+        options.append(f'enrol a MOK: `{sb["mok_import"]}`, then confirm it at the console (MOK manager) on '
+                       f'the next boot; check it with `{sb["mok_test"]}`, then rerun')
+        options.append('turn Secure Boot off in the firmware')
+        raise _err(f'modules dkms ({how}) refused: Secure Boot is on and {known}, so the kernel would refuse '
+                   f"the DKMS-built module at boot (\"{sb['kernel_error']}\": {sb['kernel_error_source']}) "
+                   f'and the host would come up without a driver ({sb["source"]}). To do, one of: '
+                   f'{"; or ".join(options)}')
+    if secure_boot is True:
+        reasons.append(f'modules dkms ({how}): Secure Boot is on and a MOK is enrolled: DKMS signs the '
+                       'modules with it')
+    elif secure_boot is False:
+        reasons.append(f'modules dkms ({how}): Secure Boot is off, so unsigned DKMS-built modules load')
+    else:
+        reasons.append(f'modules dkms ({how}): Secure Boot state unknown')
+        warnings.append('Secure Boot state unknown (no mokutil on the host): if Secure Boot is on, the '
+                        f"kernel refuses a DKMS module no enrolled MOK signed (\"{sb['kernel_error']}\"), "
+                        'and the host comes up without a driver; install mokutil so rigkeeper can check'
+                        + (', or set modules: precompiled' if source in precompiled_sources
+                           else ''))
+    return {'modules': 'dkms', 'reasons': reasons, 'warnings': warnings}
 
 
 _DEB_VERSION_RE = re.compile(r'(?:(\d+):)?(\d+)(?:[.-][0-9A-Za-z.+~:-]*)?')
@@ -1576,6 +2051,7 @@ class FilterModule(object):
         return {
             'rk_driver_decision': rk_driver_decision,
             'rk_driver_packages': rk_driver_packages,
+            'rk_module_plan': rk_module_plan,
             'rk_version_on_branch': rk_version_on_branch,
             'rk_cuda_check': rk_cuda_check,
             'rk_cuda_packages': rk_cuda_packages,

@@ -91,7 +91,7 @@ def test_filter_module_maps_exact_names():
         'rk_driver_decision', 'rk_driver_packages', 'rk_version_on_branch', 'rk_cuda_check',
         'rk_cuda_packages', 'rk_cudnn_packages', 'rk_power_plan', 'rk_iommu_args',
         'rk_mitigations_args', 'rk_kernel_args', 'rk_cmdline_diff', 'rk_preflight_checks',
-        'rk_gpu_architecture',
+        'rk_gpu_architecture', 'rk_module_plan',
     }
     for name, func in filters.items():
         assert func is getattr(policy, name)
@@ -100,6 +100,9 @@ def test_filter_module_maps_exact_names():
 def _entries():
     p = policy.POLICY
     yield from (('driver_branches', k, v) for k, v in p['driver_branches'].items())
+    yield from (('architecture_last_branch', k, v) for k, v in p['architecture_last_branch'].items())
+    yield 'default_branch', '', p['default_branch']
+    yield from (('modules', k, v) for k, v in p['modules'].items())
     yield from (('known_issues', v['id'], v) for v in p['known_issues'])
     yield 'module_flavors', '', p['module_flavors']
     yield from (('architecture_names', v['architecture'], v) for v in p['architecture_names'])
@@ -134,16 +137,7 @@ def test_known_issues_cite_their_reports(issue_id, ids):
     assert_words(issue['source'], ids)
 
 
-def test_branch_table_matches_facts():
-    table = policy.POLICY['driver_branches']
-    assert sorted(table) == [535, 545, 550, 555, 560, 565, 570, 575, 580, 590]
-    assert (table[535]['type'], table[535]['eol']) == ('LTSB', '2026-06')
-    assert (table[570]['type'], table[570]['eol']) == ('production', '2026-02')
-    assert (table[580]['type'], table[580]['eol']) == ('LTSB', '2028-08')
-    for br in (545, 550, 555, 560, 565):
-        assert table[br]['type'] == 'short-lived' and table[br]['ended']
-    for br in (575, 590):  # not in FACTS.md's table: left unrecorded, not invented
-        assert table[br]['type'] is None and 'UNVERIFIED' in table[br]['source']
+# The branch table itself: tests/unit/test_policy_branches.py.
 
 
 # ============================================================================================
@@ -191,15 +185,16 @@ def test_gpu_architecture_rejects_non_string():
 # ============================================================================================
 # 1. Driver decision
 # ============================================================================================
-def test_default_branch_is_current_ltsb():
+def test_default_branch_is_a_mature_ltsb():
     out = policy.rk_driver_decision(gpus_of('a100', 'a100'), today=TODAY)
-    assert out['branch'] == '580' and out['type'] == 'LTSB' and out['eol'] == '2028-08'
+    assert out['branch'] == '580' and out['type'] == 'LTSB' and out['eol'] == '2028-06'
     assert out['warnings'] == []
-    assert 'newest LTSB' in out['reasons'][0] and 'supported drivers' in out['reasons'][0]
+    assert_words(out['reasons'][0], ['oldest LTSB with >= 12 months of support',
+                                     'Supported Drivers and CUDA Toolkit Versions'])
 
 
 def test_default_branch_when_every_ltsb_is_past_eol():
-    msg = err(policy.rk_driver_decision, [], today='2028-09-01')
+    msg = err(policy.rk_driver_decision, [], today='2029-10-01')
     assert_words(msg, ['no LTSB branch', 'set the branch explicitly'])
 
 
@@ -295,9 +290,16 @@ def test_rtx4090_pair_gets_no_p2p_warning_on_any_branch():
     (560, TODAY, ['560 (short-lived) is past end of life']),
     (565, TODAY, ['565 (short-lived) is past end of life']),
     (580, TODAY, None),
-    (580, '2028-09-01', ['580 (LTSB) reached end of life in 2028-08']),
-    (575, TODAY, ['575: its type and end of life are not recorded', 'UNVERIFIED']),
-    (590, TODAY, ['590: its type and end of life are not recorded']),
+    (580, '2028-06-30', None),
+    (580, '2028-07-01', ['580 (LTSB) reached end of life in 2028-06', 'move to 620']),
+    (575, TODAY, ['575 (short-lived) is past end of life']),
+    (590, TODAY, ['590 is a new feature branch, short-lived', 'no end of life', 'move to 580']),
+    (595, '2027-03-31', None),
+    (595, '2027-04-01', ['595 (production) reached end of life in 2027-03']),
+    (610, '2026-08-31', ['610 is a new feature branch, short-lived', 'end of life 2026-08']),
+    (610, '2026-09-01', ['610 (new feature branch) reached end of life in 2026-08']),
+    (620, '2029-09-30', None),
+    (620, '2029-10-01', ['620 (LTSB) reached end of life in 2029-09']),
 ])
 def test_eol_warnings(branch, today, words):
     out = policy.rk_driver_decision(gpus_of('a100'), branch=branch, today=today)
@@ -306,7 +308,7 @@ def test_eol_warnings(branch, today, words):
         assert eol == []
     else:
         assert len(eol) == 1
-        assert_words(eol[0], words + ['supported drivers' if branch not in (575, 590) else 'CUDA'])
+        assert_words(eol[0], words + ['Supported Drivers and CUDA Toolkit Versions', 'FACTS.md: Driver branches'])
 
 
 @pytest.mark.parametrize('models,branch,wanted,flavor', [
@@ -421,8 +423,8 @@ def test_decision_today_defaults_to_a_real_date():
     (535, 'cuda', 'proprietary', 'ubuntu', False, False, ['cuda-drivers-535']),
     (580, 'cuda', 'open', 'ubuntu', False, False, ['nvidia-open-580']),
     (580, 'cuda', 'proprietary', 'debian', False, False, ['cuda-drivers-580']),
-    (590, 'cuda', 'proprietary', 'ubuntu', False, False, ['nvidia-driver-pinning-590', 'cuda-drivers']),
-    (590, 'cuda', 'open', 'ubuntu', False, False, ['nvidia-driver-pinning-590', 'nvidia-open']),
+    (590, 'cuda', 'proprietary', 'ubuntu', False, False, ['cuda-drivers']),   # pinning: pre_install
+    (590, 'cuda', 'open', 'ubuntu', False, False, ['nvidia-open']),
     (535, 'debian', 'proprietary', 'debian', False, False, ['nvidia-driver']),
     (535, 'debian', 'proprietary', 'debian', True, False, ['nvidia-tesla-535-driver']),
 ])
@@ -430,7 +432,8 @@ def test_driver_packages(branch, source, flavor, distro, server, headless, insta
     out = policy.rk_driver_packages(branch, source, flavor=flavor, distro=distro, server=server,
                                     headless=headless)
     assert out['install'] == install
-    assert out['hold'] == install
+    assert out['hold'] == out['pre_install'] + install
+    assert out['pre_install'] == ([f'nvidia-driver-pinning-{branch}'] if int(branch) >= 590 else [])
     assert out['pin_version'] == f'{branch}.*'
     for pattern in ('nvidia-*', 'libnvidia-*', 'cuda-drivers*', 'xserver-xorg-video-nvidia-*'):
         assert pattern in out['pin_patterns']
@@ -462,10 +465,12 @@ def test_pin_patterns_cover_the_family_only(source, branch, distro):
     out = policy.rk_driver_packages(branch, source, distro=distro)
     for name in FAMILY[source] + out['install']:
         assert _pinned(name, out), name
-        assert any(re.match(rx, name) for rx in out['unattended_blacklist']), name
+        kernel_following = any(fnmatch.fnmatchcase(name, p) for p in out['kernel_following'])
+        # The kernel-following modules move with kernel updates: pinned by branch, never blacklisted.
+        assert any(re.match(rx, name) for rx in out['unattended_blacklist']) is not kernel_following, name
     for name in NOT_FAMILY + OUTSIDE:
         assert not _pinned(name, out), name
-    for name in OUTSIDE:
+        # The container toolkit keeps its security updates.
         assert not any(re.match(rx, name) for rx in out['unattended_blacklist']), name
 
 

@@ -7,6 +7,7 @@ run nvidia-persistenced with persistence on. Tests that run the playbook again o
 come last; the very last ones change the rig.
 """
 
+import re
 
 from driver_helpers import (DROPIN, INITRD, NOUVEAU, PREFS, UNATTENDED, WANTS, boot_id, family,
                             library_versions, loaded_version, persistence, reboot_rig,
@@ -66,10 +67,18 @@ def test_older_version_of_the_branch_is_not_a_candidate(host):
 
 
 def test_unattended_upgrades_blacklist(host):
+    """unattended-upgrades applies each entry with re.match to package names: the driver family is
+    blacklisted; the container toolkit (it keeps its security updates) and the kernel-following
+    precompiled modules (they move with kernel updates) are not."""
     assert host.file(UNATTENDED).exists
     dump = host.check_output("apt-config dump Unattended-Upgrade::Package-Blacklist")
-    for pattern in ("^nvidia-", "^libnvidia-", "^cuda-drivers", "^xserver-xorg-video-nvidia-", "^cuda-"):
-        assert f'"{pattern}";' in dump, dump
+    patterns = re.findall(r'Package-Blacklist::\s+"(.*)";', dump)
+    assert patterns, dump
+    for name in (DRIVER, "libnvidia-compute-580", "nvidia-firmware-580-580.95.05", "cuda-drivers-580",
+                 "xserver-xorg-video-nvidia-580", "cuda-toolkit-12-4"):
+        assert any(re.match(p, name) for p in patterns), (name, dump)
+    for name in ("nvidia-container-toolkit", "libnvidia-container1", "linux-modules-nvidia-580-open-generic"):
+        assert not any(re.match(p, name) for p in patterns), (name, dump)
 
 
 def test_index_refreshes_are_stamped_and_the_next_run_skips_the_refresh(host, playbook):
