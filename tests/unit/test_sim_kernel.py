@@ -274,3 +274,11 @@ def test_the_base_image_boots_the_archives_release_kernel():
     m = re.search(r"kernel_release=(\S+) kernel_version=(\S+) kernel_meta=(\S+)",
                   (REPO / "tests/sim/image/build.sh").read_text())
     assert m and m.groups() == catalog.KERNELS["noble"]
+
+
+def test_an_injected_build_failure_fails_like_dkms(host):
+    host.kernel(K51, headers=True)
+    host.write("etc/rigkeeper-sim/faults", "dkms-build\n")
+    r = host.dkms("580.95.05")
+    assert r.returncode == 10
+    assert f"Error! Bad return status for module build on kernel: {K51} (x86_64)" in r.stdout

@@ -352,7 +352,12 @@ def udev_after_load() -> None:
 
 def boot() -> int:
     os.makedirs(path(MODDIR), exist_ok=True)
-    write(RUN + "/boot_id", str(uuid.uuid4()) + "\n")
+    boot_id = str(uuid.uuid4())
+    write(RUN + "/boot_id", boot_id + "\n")
+    # Every boot, in order (tests count reboots with it; the real boot_id lives in /proc).
+    os.makedirs(path(STATE), exist_ok=True)
+    with open(path(STATE + "/boots"), "a", encoding="utf-8") as f:
+        f.write(boot_id + "\n")
     text = read(GRUB_CFG) or ""
     m = re.search(r"(?m)^\s*linux\s+(\S+)\s+(.*)$", text)
     cmdline = f"BOOT_IMAGE={m.group(1)} {m.group(2)}" if m else ""
@@ -583,8 +588,19 @@ def _headers(kernel: str) -> bool:
     return os.path.isdir(path(f"/lib/modules/{kernel}/build"))
 
 
+def fault(name: str) -> bool:
+    """A failure a test injects (/etc/rigkeeper-sim/faults, one name a line): dkms-build."""
+    return name in (read("/etc/rigkeeper-sim/faults") or "").split()
+
+
 def dkms_build(version: str, kind: str, kernel: str) -> bool:
     """Build the module for one kernel, as DKMS would: only with that kernel's headers."""
+    if fault("dkms-build") and _headers(kernel):
+        # DKMS's text for a module that does not compile against a kernel (a new kernel's API
+        # change is the usual cause), which fails the package's postinst.
+        print(f"Error! Bad return status for module build on kernel: {kernel} (x86_64)\n"
+              f"Consult /var/lib/dkms/nvidia/{version}/build/make.log for more information.")
+        raise SystemExit(10)
     if not _headers(kernel):
         # dkms 3's text for a kernel without headers.
         print(f"Module build for kernel {kernel} was skipped since the kernel headers for this kernel "
