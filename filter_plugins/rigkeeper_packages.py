@@ -57,6 +57,36 @@ def rk_packages_installed(dpkg_query_stdout):
     return _installed(dpkg_query_stdout)
 
 
+def rk_packages_matching(dpkg_query_stdout, patterns, exclude=()):
+    """Installed package names (from the dpkg read above) matching any glob of `patterns` and none
+    of `exclude`, sorted: the NVIDIA family without the container toolkit, say."""
+    installed = _installed(dpkg_query_stdout)
+    return sorted(n for n in installed
+                  if any(fnmatch.fnmatchcase(n, p) for p in patterns or ())
+                  and not any(fnmatch.fnmatchcase(n, x) for x in exclude or ()))
+
+
+def rk_apt_policy(apt_cache_policy_stdout):
+    """{package: {installed, candidate}} from `apt-cache policy NAME...` (versions, or None for
+    "(none)"). A name apt does not know at all is absent from the output, hence from the result:
+    callers treat a missing name like one without a candidate."""
+    out: dict[str, dict] = {}
+    current = None
+    for line in (apt_cache_policy_stdout or "").splitlines():
+        if line and not line[0].isspace() and line.rstrip().endswith(":"):
+            current = line.rstrip()[:-1]
+            out[current] = {"installed": None, "candidate": None}
+            continue
+        if current is None:
+            continue
+        key, sep, value = line.strip().partition(":")
+        if sep and key in ("Installed", "Candidate"):
+            value = value.strip()
+            out[current][key.lower()] = None if value in ("(none)", "") else value
+    return out
+
+
 class FilterModule:
     def filters(self):
-        return {"rk_packages_missing": rk_packages_missing, "rk_packages_installed": rk_packages_installed}
+        return {"rk_packages_missing": rk_packages_missing, "rk_packages_installed": rk_packages_installed,
+                "rk_apt_policy": rk_apt_policy, "rk_packages_matching": rk_packages_matching}

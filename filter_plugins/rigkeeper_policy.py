@@ -369,6 +369,10 @@ POLICY = {
             'p2p_iommu': {'severity': 'warn', 'source': _SRC_IOMMU_P2P + '; ' + _SRC_ACS},
             'known_bad_driver': {'severity': 'fail', 'source': _SRC_P2P_545},
             'gpu_count': {'severity': 'fail', 'source': 'config.expected_gpu_count (inventory)'},
+            'runfile': {'severity': 'fail',
+                        'source': ("NVIDIA's .run installer installs outside dpkg and conflicts with the "
+                                   "packaged driver; NVIDIA's installation guide: uninstall it with "
+                                   "nvidia-uninstall before using the packages")},
         },
     },
 }
@@ -1859,10 +1863,10 @@ def rk_preflight_checks(nvidia_gpu, rigkeeper_host, config=None):
         ``severities``: ``{check_id: 'fail'|'warn'|'off'}`` ('off' drops the check).
     :returns: list of ``{id, severity: 'fail'|'warn'|'info', ok: bool, message}``, one per check in
         this order: ``pcie_link``, ``ram_vs_vram``, ``psu_budget``, ``p2p_iommu``,
-        ``known_bad_driver``, ``gpu_count``. A passing, skipped or informational result has
-        ``ok: True`` and severity ``'info'``; a failing one has the check's severity (defaults:
-        pcie_link, ram_vs_vram, psu_budget, p2p_iommu 'warn'; known_bad_driver, gpu_count
-        'fail'). Fail the play on ``not ok and severity == 'fail'``.
+        ``known_bad_driver``, ``gpu_count``, ``runfile``. A passing, skipped or informational result
+        has ``ok: True`` and severity ``'info'``; a failing one has the check's severity (defaults:
+        pcie_link, ram_vs_vram, psu_budget, p2p_iommu 'warn'; known_bad_driver, gpu_count,
+        runfile 'fail'). Fail the play on ``not ok and severity == 'fail'``.
     """
     if not isinstance(nvidia_gpu, dict):
         raise _err('nvidia_gpu must be the nvidia_gpu fact dict (docs/facts.md)')
@@ -1896,18 +1900,34 @@ def rk_preflight_checks(nvidia_gpu, rigkeeper_host, config=None):
         'p2p_iommu': lambda sev: _check_p2p_iommu(gpus, rigkeeper_host, config, sev),
         'known_bad_driver': lambda sev: _check_known_bad(nvidia_gpu, gpus, rigkeeper_host, config, sev),
         'gpu_count': lambda sev: _check_gpu_count(present, why_absent, gpus, nvidia_gpu, config, sev),
+        'runfile': lambda sev: _check_runfile(rigkeeper_host, sev),
     }
     results = []
     for cid in checks:
         if severities[cid] == 'off':
             continue
-        if cid != 'gpu_count' and not present and not gpus:
+        if cid not in ('gpu_count', 'runfile') and not present and not gpus:
             results.append(_finding(cid, True, severities[cid],
                                     f'not checked: no GPU facts ({why_absent}); rerun preflight '
                                     'after the driver is installed'))
             continue
         results.append(runners[cid](severities[cid]))
     return results
+
+
+def _check_runfile(host, severity):
+    runfile = host.get('runfile') or {}
+    stray = runfile.get('stray_libraries') or []
+    found = (['/usr/bin/nvidia-uninstall (NVIDIA\'s .run installer was used)'] if runfile.get('uninstaller') else []) + \
+        [f'{p} (no package owns it)' for p in stray]
+    if not found:
+        return _finding('runfile', True, severity, 'no leftovers of NVIDIA\'s .run installer')
+    return _finding('runfile', False, severity,
+                    f'leftovers of NVIDIA\'s .run installer: {"; ".join(found)}. They shadow the packaged driver '
+                    '("Driver/library version mismatch", a library of another version loaded first) '
+                    f'({POLICY["preflight"]["checks"]["runfile"]["source"]}). To do: run '
+                    '`sudo nvidia-uninstall` (or remove the listed files), then run again; or accept it with '
+                    'preflight_severities: {runfile: warn}')
 
 
 def _check_pcie(gpus, severity):

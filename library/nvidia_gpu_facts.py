@@ -197,6 +197,11 @@ ansible_facts:
           description: C(nvidia-smi topo -p2p r); null with one GPU or when the probe fails.
           type: dict
           sample: {GPU0: {GPU0: X, GPU1: OK}, GPU1: {GPU0: OK, GPU1: X}}
+        compute_apps:
+          description: GPU compute processes (C(nvidia-smi --query-compute-apps)); null when nvidia-smi does not answer.
+          type: list
+          elements: dict
+          sample: [{gpu_bus_id: "00000000:01:00.0", pid: 4242, process_name: python3, used_memory_mib: 20480}]
     rigkeeper_host:
       description: Host facts. See C(docs/facts.md) for every key.
       returned: always
@@ -279,6 +284,7 @@ from ansible.module_utils.rigkeeper_host import boot_kernel, build_host_facts, o
 from ansible.module_utils.rigkeeper_nvsmi import (
     NvsmiParseError,
     nvswitch_from_devices,
+    parse_compute_apps,
     parse_p2p_matrix,
     parse_topo_matrix,
     parse_xml,
@@ -354,6 +360,13 @@ def find_nvidia_smi(module):
     return path, None
 
 
+def _tool(module, name):
+    """A tool's path: PATH first (an operator's wrapper, or the simulator's stand-ins in
+    /usr/local/sbin, must win over the system's), then the usual directories."""
+    return (module.get_bin_path(name, required=False)
+            or module.get_bin_path(name, required=False, opt_dirs=SEARCH_DIRS))
+
+
 def _matrix(module, args, parser):
     """Run one topology probe; any failure yields None."""
     try:
@@ -377,6 +390,7 @@ def gather_gpu_facts(module, nvswitch_devices):
         'gpus': [],
         'topology': None,
         'p2p_read': None,
+        'compute_apps': None,
     }
     smi, error = find_nvidia_smi(module)
     facts['nvidia_smi'] = smi
@@ -402,6 +416,9 @@ def gather_gpu_facts(module, nvswitch_devices):
         nvswitch=parsed['nvswitch'] or facts['nvswitch'],
         gpus=parsed['gpus'],
     )
+    # GPU work that a reboot or a driver change would kill (the reboot guard reads it).
+    facts['compute_apps'] = _matrix(module, [smi, '--query-compute-apps=gpu_bus_id,pid,process_name,used_memory',
+                                             '--format=csv,noheader,nounits'], parse_compute_apps)
     if module.params['gather_topology'] and parsed['count'] > 1:
         facts['topology'] = _matrix(module, [smi, 'topo', '-m'], parse_topo_matrix)
         facts['p2p_read'] = _matrix(module, [smi, 'topo', '-p2p', 'r'], parse_p2p_matrix)
@@ -409,7 +426,7 @@ def gather_gpu_facts(module, nvswitch_devices):
 
 
 def _lspci_text(module):
-    lspci = module.get_bin_path('lspci', required=False, opt_dirs=SEARCH_DIRS)
+    lspci = _tool(module, 'lspci')
     if not lspci:
         return None
     rc, out, _err = _run(module, [lspci, '-D', '-vvv'])
@@ -417,7 +434,7 @@ def _lspci_text(module):
 
 
 def _mokutil_text(module):
-    mokutil = module.get_bin_path('mokutil', required=False, opt_dirs=SEARCH_DIRS)
+    mokutil = _tool(module, 'mokutil')
     if not mokutil:
         return None
     # rc is non-zero on systems without EFI variables; the message itself is the answer.
@@ -453,7 +470,7 @@ def _owned(module, paths):
     """Paths dpkg owns among `paths` (one dpkg-query call), or None when dpkg cannot be asked."""
     if not paths:
         return set()
-    dpkg_query = module.get_bin_path('dpkg-query', required=False, opt_dirs=SEARCH_DIRS)
+    dpkg_query = _tool(module, 'dpkg-query')
     if not dpkg_query:
         return None
     # Exit 1 when some path has no owner: that is the answer, not an error.
@@ -474,7 +491,7 @@ def _kernels():
 def _boot_module_text(module, kernel):
     if not kernel:
         return None
-    modinfo = module.get_bin_path('modinfo', required=False, opt_dirs=SEARCH_DIRS)
+    modinfo = _tool(module, 'modinfo')
     if not modinfo:
         return None
     rc, out, _err = _run(module, [modinfo, '-k', kernel, 'nvidia'])
@@ -502,7 +519,7 @@ def gather_host_facts(module):
     mokutil_text = _mokutil_text(module)
     mok_test = None
     if mokutil_text and 'secureboot enabled' in mokutil_text.lower() and os.path.exists(module.params['mok_key_path']):
-        mokutil = module.get_bin_path('mokutil', required=False, opt_dirs=SEARCH_DIRS)
+        mokutil = _tool(module, 'mokutil')
         _rc, out, err = _run(module, [mokutil, '--test-key', module.params['mok_key_path']])
         mok_test = _output(out, err)
     lib_paths = _lib_paths(module)

@@ -29,6 +29,7 @@ import re
 import xml.etree.ElementTree as ET
 
 __all__ = [
+    'parse_compute_apps',
     'GPU_KEYS',
     'NA_VALUES',
     'NvsmiParseError',
@@ -620,3 +621,18 @@ def parse_q_text(text):
         'nvswitch': any(fabric_state(gpu) is not None for gpu in gpus),
         'gpus': gpus,
     }
+
+
+def parse_compute_apps(text):
+    """``[{gpu_bus_id, pid, process_name, used_memory_mib}]`` from
+    ``nvidia-smi --query-compute-apps=gpu_bus_id,pid,process_name,used_memory --format=csv,noheader,nounits``.
+    Lines that are not four comma-separated values (a message such as "No running processes found")
+    are left out."""
+    apps = []
+    for line in (text or '').splitlines():
+        parts = [p.strip() for p in line.split(',')]
+        if len(parts) != 4 or not parts[1].isdigit():
+            continue
+        apps.append({'gpu_bus_id': normalize_bus_id(parts[0]) or parts[0], 'pid': int(parts[1]),
+                     'process_name': parts[2], 'used_memory_mib': to_int(parts[3])})
+    return apps

@@ -50,21 +50,69 @@ def test_name_branch(name, branch):
     assert plan.name_branch(name) == branch
 
 
-def test_block_regex_matches_every_other_branch_and_never_this_one():
-    regex = re.compile(plan.block_regex("580"))
-    for number in range(100, 10000):
-        name = f"nvidia-driver-{number}"
-        assert bool(regex.match(name)) == (number != 580 and number >= 100), name
-    assert not regex.match("linux-modules-nvidia-580-6.8.0-101-generic")
-    assert regex.match("linux-modules-nvidia-550-6.8.0-101-generic")
-    assert not regex.match("nvidia-container-toolkit")
+OTHERS = ["535", "545", "550", "555", "560", "565", "570", "575", "590", "595", "610", "620"]
+UBUNTU_FAMILY = FAMILY + ["linux-modules-nvidia-*", "linux-objects-nvidia-*", "linux-signatures-nvidia-*"]
 
 
-def test_preferences_pin_the_upstream_version_and_block_others():
-    text = plan.render_preferences(FAMILY, plan.pin_glob("580.95.05-0ubuntu0.24.04.1"), "580")
+@pytest.mark.parametrize("name,blocked", [
+    ("nvidia-driver-535", True), ("nvidia-driver-535-server-open", True), ("libnvidia-compute-550", True),
+    ("nvidia-tesla-535-driver", True), ("cuda-drivers-545", True), ("xserver-xorg-video-nvidia-550", True),
+    ("linux-modules-nvidia-550-generic", True), ("linux-modules-nvidia-535-open-6.8.0-51-generic", True),
+    ("nvidia-firmware-535-535.261.03", True), ("nvidia-driver-pinning-590", True),
+    # this branch, unversioned names, the container toolkit: never
+    ("nvidia-driver-580", False), ("nvidia-driver-580-server-open", False), ("libnvidia-compute-580", False),
+    ("nvidia-firmware-580-580.95.05", False), ("linux-modules-nvidia-580-open-6.8.0-51-generic", False),
+    ("linux-modules-nvidia-580-open-generic", False), ("cuda-drivers-580", False),
+    ("nvidia-open", False), ("libnvidia-compute", False), ("nvidia-container-toolkit", False),
+    ("libnvidia-container1", False), ("linux-signatures-nvidia-6.8.0-51-generic", False),
+])
+def test_block_globs_name_every_other_branch_and_never_this_one(name, blocked):
+    import fnmatch
+    globs = plan.block_globs(UBUNTU_FAMILY, OTHERS)
+    assert any(fnmatch.fnmatchcase(name, g) for g in globs) is blocked, name
+
+
+def test_preferences_pin_the_upstream_version_and_block_others_with_a_glob_list():
+    text = plan.render_preferences(FAMILY, plan.pin_glob("580.95.05-0ubuntu0.24.04.1"), "580", ["535", "550"])
     assert "Package: nvidia-* libnvidia-* cuda-drivers* xserver-xorg-video-nvidia-*\n" \
            "Pin: version 580.95.05-*\nPin-Priority: 1001\n" in text
     assert text.index("Pin-Priority: 1001") < text.index("Pin-Priority: -1")
+    block = [ln for ln in text.splitlines() if ln.startswith("Package:")][1]
+    assert "/" not in block  # globs, not a regular expression (apt evaluates a regex over every name)
+    assert "nvidia-*-535 " in block + " " and "cuda-drivers-550-*" in block
+    # No other branch known: no blocking stanza at all.
+    assert "Pin-Priority: -1" not in plan.render_preferences(FAMILY, "580.95.05-*", "580", [])
+
+
+def test_version_named_leftovers_are_the_old_firmware_only():
+    family = [
+        {"name": "nvidia-firmware-580-580.82.07", "version": "580.82.07-0ubuntu0.24.04.1", "branch": "580"},
+        {"name": "nvidia-firmware-580-580.95.05", "version": "580.95.05-0ubuntu0.24.04.1", "branch": "580"},
+        {"name": "nvidia-utils-580", "version": "580.82.07-0ubuntu0.24.04.1", "branch": "580"},
+        {"name": "nvidia-firmware-535-535.261.03", "version": "535.261.03-0ubuntu1", "branch": "535"},
+    ]
+    assert plan.version_named_leftovers(family, "580", "580.95.05") == ["nvidia-firmware-580-580.82.07"]
+
+
+def test_kernel_following_build_is_the_one_for_this_driver():
+    show = ("Package: linux-modules-nvidia-580-open-generic\nVersion: 6.8.0-51.52+2\n"
+            "Depends: linux-modules-nvidia-580-open-6.8.0-51-generic (= 6.8.0-51.52+2), nvidia-kernel-common-580 (>= 580.95.05)\n\n"
+            "Package: linux-modules-nvidia-580-open-generic\nVersion: 6.8.0-51.52+1\n"
+            "Depends: linux-modules-nvidia-580-open-6.8.0-51-generic (= 6.8.0-51.52+1), nvidia-kernel-common-580 (>= 580.82.07)\n")
+    stanzas = plan.parse_show(show)
+    name = "linux-modules-nvidia-580-open-generic"
+    assert plan.kernel_following_version(name, stanzas, "580.82.07") == "6.8.0-51.52+1"
+    assert plan.kernel_following_version(name, stanzas, "580.95.05") == "6.8.0-51.52+2"
+    assert plan.kernel_following_version(name, stanzas, "580.105.08") is None
+
+
+def test_released_status_flips_only_the_named_holds():
+    status = ("Package: nvidia-utils-580\nStatus: hold ok installed\nVersion: 1\n\n"
+              "Package: htop\nStatus: hold ok installed\nVersion: 2\n\n"
+              "Package: nvidia-dkms-580\nStatus: install ok installed\nVersion: 1\n")
+    out = plan.released_status(status, {"nvidia-utils-580", "nvidia-dkms-580"})
+    assert "Package: nvidia-utils-580\nStatus: install ok installed" in out
+    assert "Package: htop\nStatus: hold ok installed" in out
 
 
 def test_pin_glob_keeps_the_epoch():
@@ -176,3 +224,19 @@ def test_already_installed_needs_every_package_configured_at_its_version():
     assert not ai(["nvidia-driver-580=580.82.07-0ubuntu1"], installed)
     assert not ai(["libnvidia-compute-580=580.95.05-0ubuntu1"], installed)
     assert not ai(["nvidia-driver-580=580.95.05-0ubuntu1", "nvidia-dkms-580"], installed)
+
+
+def test_madison_keeps_the_package_sources_origin_only():
+    text = ("nvidia-driver-580 | 580.95.05-0ubuntu1 | file:/srv/rigkeeper-sim/repo/cuda  Packages\n"
+            "nvidia-driver-580 | 580.95.05-0ubuntu0.24.04.1 | file:/srv/rigkeeper-sim/repo/ubuntu noble/restricted amd64 Packages\n")
+    cuda = ["srv/rigkeeper-sim/repo/cuda"]
+    assert plan.parse_madison(text, not_origins=cuda) == {"nvidia-driver-580": ["580.95.05-0ubuntu0.24.04.1"]}
+    assert plan.parse_madison(text, origins=cuda) == {"nvidia-driver-580": ["580.95.05-0ubuntu1"]}
+    assert plan.parse_madison(text) == {"nvidia-driver-580": ["580.95.05-0ubuntu1", "580.95.05-0ubuntu0.24.04.1"]}
+
+
+def test_preferences_pin_each_exact_version_so_another_origins_build_does_not_win():
+    text = plan.render_preferences(FAMILY, ["580.95.05-0ubuntu1", "580.95.05-1"], "580", [])
+    assert text.count("Pin-Priority: 1001") == 2
+    assert "Pin: version 580.95.05-0ubuntu1\n" in text and "Pin: version 580.95.05-1\n" in text
+    assert not [ln for ln in text.splitlines() if ln.startswith("Pin: version") and "*" in ln]

@@ -33,6 +33,7 @@ LSPCI_ACS = """0000:00:01.1 PCI bridge: Advanced Micro Devices, Inc. [AMD] Stars
 \tKernel driver in use: nvidia
 """
 
+APPS = (SMI, '--query-compute-apps=gpu_bus_id,pid,process_name,used_memory', '--format=csv,noheader,nounits')
 VERSION_MISMATCH = 'Failed to initialize NVML: Driver/library version mismatch\nNVML library version: 580.95\n'
 NO_DRIVER = ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
              "Make sure that the latest NVIDIA driver is installed and running.\n\n")
@@ -237,6 +238,7 @@ def _absent_gpu_facts(**changes):
         'gpus': [],
         'topology': None,
         'p2p_read': None,
+        'compute_apps': None,
     }
     facts.update(changes)
     return facts
@@ -258,6 +260,7 @@ def test_two_gpu_host(host, fixtures_dir):
     host.mkdir('run/systemd/system')
     host.commands = {
         (SMI, '-q', '-x'): (0, (fixtures_dir / 'telegraf_dual_rtx2080_v13_drv590.xml').read_text(), ''),
+        APPS: (0, '00000000:01:00.0, 4242, python3, 20480 MiB\n', ''),
         (SMI, 'topo', '-m'): (0, TOPO_2GPU, ''),
         (SMI, 'topo', '-p2p', 'r'): (0, P2P_2GPU, ''),
         (LSPCI, '-D', '-vvv'): (0, LSPCI_ACS, ''),
@@ -286,6 +289,8 @@ def test_two_gpu_host(host, fixtures_dir):
                     'matrix': {'GPU0': {'GPU0': 'X', 'GPU1': 'PHB'}, 'GPU1': {'GPU0': 'PHB', 'GPU1': 'X'}},
                 },
                 'p2p_read': {'GPU0': {'GPU0': 'X', 'GPU1': 'OK'}, 'GPU1': {'GPU0': 'OK', 'GPU1': 'X'}},
+                'compute_apps': [{'gpu_bus_id': '00000000:01:00.0', 'pid': 4242, 'process_name': 'python3',
+                                  'used_memory_mib': 20480}],
             },
             'rigkeeper_host': {
                 **NEW_HOST_KEYS,
@@ -307,6 +312,7 @@ def test_two_gpu_host(host, fixtures_dir):
     }
     assert host.calls == [
         [SMI, '-q', '-x'],
+        list(APPS),
         [SMI, 'topo', '-m'],
         [SMI, 'topo', '-p2p', 'r'],
         [MOKUTIL, '--sb-state'],
@@ -400,11 +406,12 @@ def test_host_where_topology_fails(host, fixtures_dir):
                 ],
                 'topology': None,
                 'p2p_read': None,
+                'compute_apps': None,
             },
             'rigkeeper_host': _bare_host_facts(cmdline='ro', cmdline_args={'ro': None}),
         },
     }
-    assert host.calls == [[SMI, '-q', '-x'], [SMI, 'topo', '-m'], [SMI, 'topo', '-p2p', 'r']]
+    assert host.calls == [[SMI, '-q', '-x'], list(APPS), [SMI, 'topo', '-m'], [SMI, 'topo', '-p2p', 'r']]
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,7 +441,7 @@ def test_gather_topology_false_skips_probes(host, fixtures_dir):
     }
     facts = _gpu_facts(host, {'gather_topology': False})
     assert (facts['count'], facts['topology'], facts['p2p_read']) == (2, None, None)
-    assert host.calls == [[SMI, '-q', '-x']]
+    assert host.calls == [[SMI, '-q', '-x'], list(APPS)]
 
 
 def test_single_gpu_skips_probes(host, fixtures_dir):
@@ -443,7 +450,7 @@ def test_single_gpu_skips_probes(host, fixtures_dir):
     facts = _gpu_facts(host)
     assert (facts['present'], facts['count'], facts['topology'], facts['p2p_read']) == (True, 1, None, None)
     assert facts['gpus'][0]['power_max_w'] == 600.0
-    assert host.calls == [[SMI, '-q', '-x']]
+    assert host.calls == [[SMI, '-q', '-x'], list(APPS)]
 
 
 def test_no_driver_loaded(host):

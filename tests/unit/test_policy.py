@@ -993,7 +993,7 @@ def check(results, check_id):
     return found[0]
 
 
-IDS = ['pcie_link', 'ram_vs_vram', 'psu_budget', 'p2p_iommu', 'known_bad_driver', 'gpu_count']
+IDS = ['pcie_link', 'ram_vs_vram', 'psu_budget', 'p2p_iommu', 'known_bad_driver', 'gpu_count', 'runfile']
 
 
 def test_preflight_all_ok_shape():
@@ -1103,12 +1103,14 @@ def test_preflight_fresh_box_checks_nothing_it_cannot_see():
     assert [r['id'] for r in results] == IDS
     for r in results:
         assert r['ok'] is True and r['severity'] == 'info'
+        if r['id'] == 'runfile':  # needs no GPU facts: checked on a fresh box too
+            continue
         assert 'not checked' in r['message'] and 'nvidia-smi not found' in r['message']
 
 
 def test_preflight_severity_off_drops_checks():
     results = policy.rk_preflight_checks(nv(), host(), {'severities': {'pcie_link': 'off', 'gpu_count': 'off'}})
-    assert [r['id'] for r in results] == ['ram_vs_vram', 'psu_budget', 'p2p_iommu', 'known_bad_driver']
+    assert [r['id'] for r in results] == ['ram_vs_vram', 'psu_budget', 'p2p_iommu', 'known_bad_driver', 'runfile']
 
 
 @pytest.mark.parametrize('args,words', [

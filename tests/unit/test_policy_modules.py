@@ -113,3 +113,14 @@ def test_module_plan_data_cites_its_sources():
 
 def test_module_plan_is_registered():
     assert policy.FilterModule().filters()['rk_module_plan'] is policy.rk_module_plan
+
+
+def test_preflight_names_runfile_leftovers_with_the_fix():
+    from rigkeeper_policy import rk_preflight_checks
+    host = {'runfile': {'uninstaller': True, 'stray_libraries': ['/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.580.95.05']}}
+    result = [r for r in rk_preflight_checks({'present': False, 'gpus': []}, host) if r['id'] == 'runfile'][0]
+    assert (result['ok'], result['severity']) == (False, 'fail')
+    assert '/usr/bin/nvidia-uninstall' in result['message'] and 'libnvidia-ml.so.580.95.05 (no package owns it)' in result['message']
+    assert 'sudo nvidia-uninstall' in result['message']
+    clean = [r for r in rk_preflight_checks({'present': False, 'gpus': []}, {}) if r['id'] == 'runfile'][0]
+    assert clean['ok'] is True

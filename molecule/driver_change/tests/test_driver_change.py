@@ -20,7 +20,7 @@ def test_nothing_of_545_is_left(host):
 
 
 def test_pinned_to_580(host):
-    assert "Pin: version 580.95.05-*\nPin-Priority: 1001" in host.file(PREFS).content_string
+    assert "Pin: version 580.95.05-0ubuntu0.24.04.1\nPin-Priority: 1001" in host.file(PREFS).content_string
     run = host.run("apt-get -s install nvidia-driver-545")
     assert run.rc != 0 and "has no installation candidate" in run.stdout + run.stderr
 

@@ -15,7 +15,7 @@ def test_exact_535_server_installed_pinned_and_held(host):
     assert {v for n, (v, _) in pkgs.items() if "535-server" in n} == {VERSION}
     assert not [n for n in pkgs if "580" in n], pkgs
     assert {s for _, s in pkgs.values()} == {"hold"}
-    assert "Pin: version 535.261.03-*\nPin-Priority: 1001" in host.file(PREFS).content_string
+    assert "Pin: version 535.261.03-0ubuntu0.24.04.1\nPin-Priority: 1001" in host.file(PREFS).content_string
     assert smi_versions(host) == ["535.261.03", "535.261.03"]
 
 
@@ -35,15 +35,17 @@ def test_upgrade_within_the_branch_is_caught_before_any_change(host, playbook):
 
 
 def test_another_drivers_library_on_disk_is_caught(host, playbook):
-    """A leftover of another install (a .run installer, a half-done upgrade): dpkg is fine, the
-    library on disk says 580.95.05; the verification of the installed driver must fail."""
+    """A leftover of another install (a .run installer, a half-done upgrade): dpkg is fine, a
+    library no package owns says 580.95.05; it is never taken for the installed driver, and the
+    verification of the installed driver must fail naming it."""
     host.run(f"touch {STRAY}")
     try:
         assert library_versions(host) == ["535.261.03", "580.95.05"]
         before = snapshot(host)
         run = playbook()
         assert run.returncode != 0 and run.changed == 0
-        assert "the NVIDIA library on disk is 580.95.05" in run.output
+        assert "the NVIDIA library on disk is 535.261.03" in run.output
+        assert f"libraries no package owns (a .run installer's leftovers): {STRAY}" in run.output
         assert snapshot(host) == before
     finally:
         host.run(f"rm -f {STRAY}")

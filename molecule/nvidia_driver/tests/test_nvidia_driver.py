@@ -49,7 +49,7 @@ def test_preferences_pin_the_exact_version_and_forbid_other_branches(host):
     prefs = host.file(PREFS)
     assert prefs.user == "root" and prefs.mode == 0o644
     text = prefs.content_string
-    assert "Pin: version 580.95.05-*\nPin-Priority: 1001" in text
+    assert "Pin: version 580.95.05-0ubuntu0.24.04.1\nPin-Priority: 1001" in text
     assert "Pin-Priority: -1" in text
     policy = host.check_output("apt-cache policy nvidia-utils-580 nvidia-driver-550 nvidia-driver-580-server")
     # nvidia-utils-580: candidate is the pinned version although nothing newer exists...
@@ -111,11 +111,16 @@ def test_persistenced_runs_with_persistence_mode(host):
     assert persistence(host) == ["Enabled", "Enabled"]
 
 
-def test_no_reboot_was_needed(host):
-    """Nothing was loaded before: the fresh install loads 580 without a reboot (no nouveau in the
-    simulator), so the policy when_needed did not reboot and nothing is pending."""
-    assert not host.file("/var/run/reboot-required").exists
+def test_one_reboot_took_the_fresh_box_from_nouveau_to_the_driver(host):
+    """A fresh box: nouveau held the GPUs and the console runs on it, so the module could not load
+    without a reboot; the policy when_needed rebooted exactly once (one boot before, one after)."""
+    boots = host.file(BOOTS).content_string.split()
+    assert len(boots) == 2, boots
+    assert not host.file("/run/rigkeeper-sim/sys/module/nouveau").exists
     assert loaded_version(host) == "580.95.05"
+    # DKMS built the module for the kernel GRUB boots, against the headers the role installed.
+    assert host.check_output("modinfo -k 6.8.0-51-generic -F version nvidia") == "580.95.05"
+    assert host.package("linux-headers-generic").is_installed
 
 
 # --- The playbook again -----------------------------------------------------------------------
@@ -151,13 +156,18 @@ def test_unknown_version_refused_with_the_available_ones(host, playbook):
 
 def test_reboot_policy_never_reports_and_when_needed_reboots(host, playbook):
     """/var/run/reboot-required and another role's reason: policy never reports them pending and
-    does not reboot; when_needed reboots once, and the reboot clears them."""
+    does not reboot; the OS's flag alone is never a reboot; when_needed reboots once for the role's
+    reason, and the reboot clears both."""
     host.run("touch /var/run/reboot-required")
     boot = boot_id(host)
+    run = playbook()
+    assert run.returncode == 0 and boot_id(host) == boot, run.output
+    assert "the OS asks for a reboot (/var/run/reboot-required)" in run.output
     reasons = {"rigkeeper_reboot_reasons": ["kernel command line changed (test)"]}
     run = playbook(dict(reasons, nvidia_driver_reboot="never"))
     assert run.returncode == 0, run.output
-    assert "REBOOT PENDING on rk-nvidia_driver: /var/run/reboot-required exists; kernel command line changed (test)" in run.output
+    assert ("REBOOT PENDING on rk-nvidia_driver: kernel command line changed (test); the OS asks for a reboot "
+            "(/var/run/reboot-required)") in run.output
     assert "nvidia_driver_reboot is never" in run.output
     assert boot_id(host) == boot
     run = playbook(reasons)
@@ -190,3 +200,31 @@ def test_persistence_comes_back_after_a_reboot(host, rig_name):
     assert loaded_version(host) == "580.95.05"
     assert host.service("nvidia-persistenced").is_running
     assert persistence(host) == ["Enabled", "Enabled"]
+
+
+def held(host):
+    return sorted(n for n, (_v, s) in family(host).items() if s == "hold")
+
+
+def test_a_failing_install_puts_the_pin_and_holds_back_and_the_next_run_heals(host, playbook):
+    """A postinst that fails half-way (DKMS cannot build the module: the simulator injects DKMS's
+    real error): the previous pin and holds come back, the failure names dpkg's unfinished work,
+    and a run after the cause is fixed finishes the change."""
+    pin_before, holds_before = host.file(PREFS).content_string, held(host)
+    host.run("echo dkms-build > /etc/rigkeeper-sim/faults")
+    try:
+        run = playbook({"nvidia_driver_version": "580.82.07"})
+        assert run.returncode != 0
+        assert "Bad return status for module build on kernel: 6.8.0-51-generic" in run.output
+        assert "The previous apt pin and dpkg holds were put back" in run.output
+        assert host.file(PREFS).content_string == pin_before
+        assert set(holds_before) <= set(held(host)), (holds_before, held(host))
+        assert "nvidia-dkms-580-open" in host.run("dpkg --audit").stdout
+    finally:
+        host.run("rm -f /etc/rigkeeper-sim/faults")
+    run = playbook({"nvidia_driver_version": "580.82.07"})
+    assert run.returncode == 0, run.output[-4000:]
+    assert host.run("dpkg --audit").stdout.strip() == ""
+    pkgs = family(host)
+    assert pkgs["nvidia-driver-580-open"] == (OLDER, "hold")
+    assert smi_versions(host) == ["580.82.07", "580.82.07"]

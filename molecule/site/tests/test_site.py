@@ -75,3 +75,43 @@ def test_check_mode_on_the_converged_rig_reports_nothing(tmp_path):
     changed = {c: [t["task"] for t in v["changed"]] for h in summary["hosts"].values() for c, v in h.items()
                if v["changed"] or v["failed"]}
     assert changed == {}
+
+
+def boot_id(host):
+    return host.file("/run/rigkeeper-sim/boot_id").content_string
+
+
+def test_site_never_reboots_under_gpu_work_and_only_reports_the_os_reboot(host, tmp_path):
+    """A training job on GPU 0 and a reboot the OS asks for (a kernel update): site.yml with a kernel
+    argument to add (a reason of rigkeeper's own) must not reboot, and the job keeps running. Once
+    the job is done the next run reboots for its own reason, never for the OS's."""
+    job = host.check_output("setsid sleep 3600 >/dev/null 2>&1 < /dev/null & echo $!")
+    host.run_expect([0], "echo '[{\"gpu\": 0, \"pid\": %s, \"process_name\": \"python3\", \"used_memory_mib\": 20480}]'"
+                    " > /run/rigkeeper-sim/compute-apps.json" % job)
+    host.run_expect([0], "printf '*** System restart required ***\\n' > /var/run/reboot-required && "
+                    "echo linux-image-6.8.0-60-generic > /var/run/reboot-required.pkgs")
+    before = boot_id(host)
+    res = rk_testlib.playbook("playbooks/site.yml", "-e", '{"kernel_params_extra": ["pcie_aspm=off"]}',
+                              report_dir=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert boot_id(host) == before
+    assert host.run(f"kill -0 {job}").rc == 0
+    assert "pcie_aspm=off" in host.file("/boot/grub/grub.cfg").content_string
+    assert "pcie_aspm=off" not in host.file("/run/rigkeeper-sim/cmdline").content_string
+    # The job is done: rigkeeper reboots for its own change (the kernel argument).
+    host.run(f"kill {job}; rm -f /run/rigkeeper-sim/compute-apps.json")
+    res = rk_testlib.playbook("playbooks/site.yml", "-e", '{"kernel_params_extra": ["pcie_aspm=off"]}',
+                              report_dir=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert boot_id(host) != before
+    assert "pcie_aspm=off" in host.file("/run/rigkeeper-sim/cmdline").content_string.split()
+    check_state(host)
+    # The OS's own reason alone: no reboot (the flag is gone with the reboot; set it again).
+    host.run_expect([0], "printf '*** System restart required ***\\n' > /var/run/reboot-required")
+    before = boot_id(host)
+    res = rk_testlib.playbook("playbooks/site.yml", "-e", '{"kernel_params_extra": ["pcie_aspm=off"]}',
+                              report_dir=tmp_path)
+    assert res.returncode == 0 and boot_id(host) == before
+    # Back to the scenario's own wants (the reboot that drops the argument is rigkeeper's too).
+    res = rk_testlib.playbook("playbooks/site.yml", report_dir=tmp_path)
+    assert res.returncode == 0 and "pcie_aspm=off" not in host.file("/run/rigkeeper-sim/cmdline").content_string

@@ -39,6 +39,51 @@ options:
     type: list
     elements: str
     required: true
+  pre_packages:
+    description:
+      - Packages installed before the others, at the newest version offered (NVIDIA's
+        C(nvidia-driver-pinning-<branch>) from 590 on).
+    type: list
+    elements: str
+    default: []
+  version_from:
+    description:
+      - The package whose version is the driver version (from 590 on, NVIDIA's unversioned
+        C(libnvidia-compute)); by default the first of O(packages). Never the pinning package.
+    type: str
+  kernel_following:
+    description:
+      - Globs of packages versioned with the kernel, not the driver (Canonical's
+        C(linux-modules-nvidia-*)). Their version is the newest build whose C(nvidia-kernel-common)
+        dependency names exactly the driver version; they are never held.
+    type: list
+    elements: str
+    default: []
+  origins:
+    description:
+      - Take versions only from sources whose URI contains one of these (madison's third column);
+        empty - any. The role passes the package source's repository.
+    type: list
+    elements: str
+    default: []
+  not_origins:
+    description:
+      - Never take versions from sources whose URI contains one of these (the CUDA repository when
+        the source is the Ubuntu archive, so the same upstream version rebuilt by NVIDIA does not win).
+    type: list
+    elements: str
+    default: []
+  other_branches:
+    description:
+      - The other driver branches; the preferences forbid packages named for any of them
+        (priority -1, one glob list, cheap for apt).
+    type: list
+    elements: str
+    default: []
+  preferences_path:
+    description: Rigkeeper's own preferences file, replaced in the simulation by the new one.
+    type: path
+    default: /etc/apt/preferences.d/rigkeeper-nvidia
   extra_packages:
     description:
       - Packages of the family installed at the version the repositories offer, not the driver's
@@ -116,8 +161,13 @@ upstream:
   returned: success
   type: str
   sample: 580.95.05
+pinned_versions:
+  description: The exact versions the preferences pin the family to (one stanza each).
+  returned: success
+  type: list
+  elements: str
 pin_version:
-  description: The glob of the preferences' C(Pin) version line (RV(upstream) with any revision).
+  description: RV(upstream) with any revision (for messages; the preferences pin exact versions).
   returned: success
   type: str
   sample: 580.95.05-*
@@ -139,10 +189,11 @@ preferences:
   description: The apt preferences stanzas (without a header comment).
   returned: success
   type: str
-block_regex:
-  description: The POSIX extended regular expression of the names of other branches.
+block_globs:
+  description: The globs of the names of other branches (the preferences' priority -1 stanza).
   returned: success
-  type: str
+  type: list
+  elements: str
 installed_family:
   description: Installed family packages (excludes left out) with version, branch from the name, and selection.
   returned: success
@@ -154,12 +205,19 @@ installed_driver:
   returned: success
   type: str
 remove:
-  description: Installed family packages named for another branch, to remove after the install.
+  description: >-
+    Installed family packages named for another branch, or named for another version of this one
+    (Ubuntu's version-named firmware, nvidia-firmware-580-580.82.07), to remove with the install.
   returned: success
   type: list
   elements: str
 family_after:
   description: Family packages installed once the change is made, with their current selection (C(hold), C(install)).
+  returned: success
+  type: list
+  elements: dict
+holdable_after:
+  description: RV(family_after) without the kernel-following packages (what the role holds).
   returned: success
   type: list
   elements: dict
@@ -218,9 +276,8 @@ from ansible.module_utils.basic import AnsibleModule
 _NAME_BRANCH_RE = re.compile(
     r'^(?:(?:lib|xserver-xorg-video-|linux-(?:modules|objects|signatures)-)?nvidia-'
     r'(?:[a-z][a-z0-9.+]*-)*|cuda-drivers-)(\d{3,4})(?:-.*)?$')
-# The same shape in POSIX ERE for apt preferences, with the branch alternatives filled in.
-_BLOCK_ERE = ('^((lib|xserver-xorg-video-|linux-(modules|objects|signatures)-)?nvidia-'
-              '([a-z][a-z0-9.+]*-)*|cuda-drivers-)({numbers})(-.*)?$')
+# A package named for one driver version: Ubuntu's firmware (nvidia-firmware-580-580.95.05).
+_NAME_VERSION_RE = re.compile(r'-(\d{3,4}\.\d+(?:\.\d+)?)$')
 _SIM_RE = re.compile(r'^(Inst|Remv|Purg) (\S+)(?: \[([^\]]+)\])?(?: \((\S+))?')
 
 
@@ -321,49 +378,65 @@ def in_family(name, family, exclude):
             and not any(fnmatch.fnmatchcase(base, g) for g in exclude))
 
 
-def other_numbers_ere(branch):
-    """POSIX ERE alternatives for every 3 and 4 digit number except ``branch``."""
-    digits = '0123456789'
-    alternatives = []
-    for length in (3, 4):
-        if len(branch) != length:
-            alternatives.append('[0-9]{%d}' % length)
-            continue
-        for pos, char in enumerate(branch):
-            rest = digits.replace(char, '')
-            alternatives.append(branch[:pos] + '[' + rest + ']'
-                                + ('[0-9]{%d}' % (length - pos - 1) if pos < length - 1 else ''))
-    return '|'.join(alternatives)
+def block_globs(family, other_branches):
+    """Globs naming every family package of the other branches: for a family glob ``nvidia-*``
+    and branch 535, ``nvidia-*-535`` and ``nvidia-*-535-*``. apt matches a glob list far faster than
+    a regular expression over every package name (measured on the simulator: 3.4 s for a regex
+    stanza on each apt command, a glob list 0.07 s), and users and unattended-upgrades pay that
+    on every run."""
+    globs = []
+    for branch in other_branches:
+        for pattern in family:
+            stem = pattern.rstrip('*').rstrip('-')
+            # nvidia-* and libnvidia-* carry a word before the branch (nvidia-driver-535,
+            # libnvidia-compute-535); the others name it right away (cuda-drivers-535,
+            # linux-modules-nvidia-535-generic, xserver-xorg-video-nvidia-535).
+            head = stem + '-*' if stem in ('nvidia', 'libnvidia') else stem
+            for glob in ('%s-%s' % (head, branch), '%s-%s-*' % (head, branch)):
+                if glob not in globs:
+                    globs.append(glob)
+    return globs
 
 
-def block_regex(branch):
-    return _BLOCK_ERE.format(numbers=other_numbers_ere(branch))
-
-
-def render_preferences(family, version_glob, branch):
-    return ('# The whole NVIDIA family at exactly this driver version...\n'
-            'Package: %s\n'
-            'Pin: version %s\n'
-            'Pin-Priority: 1001\n'
-            '\n'
-            '# ...and no package named for another branch (transitional packages included).\n'
-            'Package: /%s/\n'
-            'Pin: version *\n'
-            'Pin-Priority: -1\n') % (' '.join(family), version_glob, block_regex(branch))
+def render_preferences(family, versions, branch, other_branches):
+    """The family pinned to exactly `versions` (one stanza each: every package version string of
+    the install, e.g. 580.95.05-0ubuntu0.24.04.1; exact, so the same upstream version from another
+    origin, NVIDIA's 580.95.05-0ubuntu1, does not win), every other branch's names at -1."""
+    if isinstance(versions, str):
+        versions = [versions]
+    block = block_globs(family, other_branches)
+    text = '# The whole NVIDIA family at exactly this driver version...\n' + '\n'.join(
+        'Package: %s\nPin: version %s\nPin-Priority: 1001\n' % (' '.join(family), v) for v in versions)
+    if block:
+        text += ('\n'
+                 '# ...and no package named for another branch (transitional packages included).\n'
+                 'Package: %s\n'
+                 'Pin: version *\n'
+                 'Pin-Priority: -1\n') % ' '.join(block)
+    return text
 
 
 # ------------------------------------------------------------------------------------------
 # Probes
 # ------------------------------------------------------------------------------------------
-def parse_madison(text):
-    """{package: [versions]} from `apt-cache madison` output."""
+def parse_madison(text, origins=(), not_origins=()):
+    """{package: [versions]} from `apt-cache madison` output, keeping only the versions a source
+    line offers whose URI contains one of `origins` (when given) and none of `not_origins`: the
+    Ubuntu archive's driver, not the CUDA repository's of the same name, when the source is
+    ubuntu (and the reverse)."""
     result = {}
     for line in text.splitlines():
         parts = [p.strip() for p in line.split('|')]
-        if len(parts) >= 2 and parts[0] and parts[1]:
-            result.setdefault(parts[0], [])
-            if parts[1] not in result[parts[0]]:
-                result[parts[0]].append(parts[1])
+        if len(parts) < 2 or not parts[0] or not parts[1]:
+            continue
+        where = parts[2] if len(parts) > 2 else ''
+        if origins and not any(o in where for o in origins):
+            continue
+        if any(o in where for o in not_origins):
+            continue
+        result.setdefault(parts[0], [])
+        if parts[1] not in result[parts[0]]:
+            result[parts[0]].append(parts[1])
     return result
 
 
@@ -455,18 +528,77 @@ def unmet_other_branch(lines, branch):
     return names
 
 
+def _driver_like(version):
+    return re.match(r'^\d{3,4}\.', upstream_of(version or '')) is not None
+
+
 def off_branch(family_installed, branch, upstream):
-    """Installed family packages that do not belong to this driver."""
+    """Installed family packages that do not belong to this driver: named for another branch, or
+    on this branch (or unversioned, NVIDIA's 590+ names) at another driver version."""
     result = []
     for pkg in family_installed:
         named = pkg['branch']
-        if named is None:
-            continue
         up = upstream_of(pkg['version'])
-        looks_like_driver = re.match(r'^\d{3,4}\.', up) is not None
-        if named != branch or (looks_like_driver and up != upstream):
+        if named is None:
+            if _driver_like(pkg['version']) and version_branch(pkg['version']) == branch and up != upstream:
+                result.append('%s %s' % (pkg['name'], pkg['version']))
+            continue
+        if named != branch or (_driver_like(pkg['version']) and up != upstream):
             result.append('%s %s' % (pkg['name'], pkg['version']))
     return result
+
+
+def version_named_leftovers(family_installed, branch, upstream):
+    """Installed packages named for another version of this branch (nvidia-firmware-580-580.82.07
+    once 580.95.05 is installed): nothing depends on them after the change, and they must go, or
+    the installed driver is not one version."""
+    names = []
+    for pkg in family_installed:
+        match = _NAME_VERSION_RE.search(pkg['name'])
+        if match and pkg['branch'] == branch and match.group(1) != upstream:
+            names.append(pkg['name'])
+    return names
+
+
+def parse_show(text):
+    """[{Package, Version, Depends}] from `apt-cache show` stanzas."""
+    stanzas, current = [], {}
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                stanzas.append(current)
+            current = {}
+            continue
+        if line[:1] in (' ', '\t'):
+            continue
+        key, sep, value = line.partition(':')
+        if sep and key in ('Package', 'Version', 'Depends'):
+            current[key] = value.strip()
+    if current:
+        stanzas.append(current)
+    return stanzas
+
+
+def kernel_following_version(name, stanzas, upstream):
+    """Newest version of a kernel-following package (Canonical's linux-modules-nvidia-*) whose
+    nvidia-kernel-common dependency names exactly this driver version (its build), or None."""
+    wanted = re.compile(r'nvidia-kernel-common[^\s,(]*\s*\(>=\s*%s\)' % re.escape(upstream))
+    versions = [st['Version'] for st in stanzas
+                if st.get('Package') == name and st.get('Version') and wanted.search(st.get('Depends', ''))]
+    return sort_versions(versions)[0] if versions else None
+
+
+def released_status(status_text, names):
+    """dpkg's status file with the holds of `names` released (the role releases them the same way
+    before it installs), every other hold kept."""
+    out, package = [], None
+    for line in status_text.splitlines(True):
+        if line.startswith('Package: '):
+            package = line[len('Package: '):].strip()
+        elif line.startswith('Status: hold ') and package in names:
+            line = 'Status: install ' + line[len('Status: hold '):]
+        out.append(line)
+    return ''.join(out)
 
 
 def family_after(family_installed, changes, family, exclude):
@@ -531,6 +663,13 @@ def build_module():
     return AnsibleModule(
         argument_spec=dict(
             packages=dict(type='list', elements='str', required=True),
+            pre_packages=dict(type='list', elements='str', default=[]),
+            version_from=dict(type='str'),
+            kernel_following=dict(type='list', elements='str', default=[]),
+            other_branches=dict(type='list', elements='str', default=[]),
+            origins=dict(type='list', elements='str', default=[]),
+            not_origins=dict(type='list', elements='str', default=[]),
+            preferences_path=dict(type='path', default='/etc/apt/preferences.d/rigkeeper-nvidia'),
             extra_packages=dict(type='list', elements='str', default=[]),
             branch=dict(type='str', required=True),
             version=dict(type='str'),
@@ -545,6 +684,40 @@ def build_module():
     )
 
 
+DPKG_STATUS = '/var/lib/dpkg/status'
+
+
+def _simulation_config(module, preferences, family_names, status_path=None):
+    """apt options that simulate on the host's own configuration, changed only where the run
+    changes it: rigkeeper's preferences file replaced, the family's holds released."""
+    tmpdir = module.tmpdir
+    parts = os.path.join(tmpdir, 'preferences.d')
+    os.makedirs(parts, exist_ok=True)
+    ours = os.path.basename(module.params['preferences_path'])
+    here = os.path.dirname(module.params['preferences_path']) or '/etc/apt/preferences.d'
+    if os.path.isdir(here):
+        for name in sorted(os.listdir(here)):
+            src = os.path.join(here, name)
+            if name == ours or not os.path.isfile(src):
+                continue
+            with open(src) as handle, open(os.path.join(parts, name), 'w') as copy:
+                copy.write(handle.read())
+    with open(os.path.join(parts, ours), 'w') as handle:
+        handle.write(preferences)
+    opts = ['-o', 'Dir::Etc::PreferencesParts=%s' % parts]
+    try:
+        with open(status_path or DPKG_STATUS) as handle:
+            status = handle.read()
+    except (IOError, OSError):
+        status = None
+    if status is not None:
+        copy = os.path.join(tmpdir, 'status')
+        with open(copy, 'w') as handle:
+            handle.write(released_status(status, set(family_names)))
+        opts += ['-o', 'Dir::State::status=%s' % copy]
+    return opts
+
+
 def run_module(module):
     params = module.params
     packages = params['packages']
@@ -554,6 +727,8 @@ def run_module(module):
     if not re.match(r'^\d{3,4}$', branch):
         module.fail_json(msg='branch %r is not a driver branch number (e.g. 580)' % branch)
     family, exclude = params['family'], params['exclude']
+    following = params['kernel_following']
+    main_pkg = params['version_from'] or packages[0]
     env = {'LC_ALL': 'C', 'LANG': 'C'}
     module.run_command_environ_update = env
 
@@ -571,46 +746,82 @@ def run_module(module):
                              selection=p['want'])
                         for p in installed if in_family(p['name'], family, exclude)]
 
-    rc, out, err = module.run_command([module.get_bin_path('apt-cache', True), 'madison'] + packages)
+    is_following = lambda name: any(fnmatch.fnmatchcase(name, g) for g in following)  # noqa: E731
+    asked = [main_pkg] + [n for n in packages if n != main_pkg] + params['pre_packages']
+    apt_cache = module.get_bin_path('apt-cache', True)
+    rc, out, err = module.run_command([apt_cache, 'madison'] + asked)
     # madison exits 0 even for unknown names; anything else is a broken apt setup.
     if rc != 0:
         module.fail_json(msg='apt-cache madison failed: %s' % err.strip(), rc=rc, stdout=out, stderr=err)
-    offered = parse_madison(out)
+    offered = parse_madison(out, params['origins'], params['not_origins'])
+    stanzas = []
+    if any(is_following(n) for n in packages):
+        rc, out, err = module.run_command([apt_cache, 'show'] + [n for n in packages if is_following(n)])
+        stanzas = parse_show(out) if rc == 0 else []
 
     try:
-        version, resolved_from, available = resolve(packages, branch, params['version'],
+        version, resolved_from, available = resolve([main_pkg] + packages, branch, params['version'],
                                                     params['keep_installed'], offered,
                                                     installed_versions)
-        install = ['%s=%s' % (packages[0], version)]
-        for name in packages[1:]:
-            install.append('%s=%s' % (name, companion_version(name, version, offered,
-                                                               installed_versions)))
+        install = []
+        for name in params['pre_packages']:
+            newest = sort_versions(offered.get(name, []))
+            if not newest:
+                raise PlanError('%s is not offered by the configured repositories: from branch 590 on, '
+                                "NVIDIA's pinning package must be installed before the driver" % name)
+            install.append('%s=%s' % (name, newest[0]))
+        for name in packages:
+            if name == main_pkg:
+                install.append('%s=%s' % (name, version))
+            elif is_following(name):
+                build = kernel_following_version(name, stanzas, upstream_of(version))
+                if build is None:
+                    offered_builds = sorted(set(st.get('Version', '') for st in stanzas if st.get('Package') == name))
+                    raise PlanError('%s has no build for driver %s (builds offered: %s): Canonical publishes the '
+                                    'precompiled modules of a driver version some time after it; use DKMS '
+                                    '(nvidia_driver_modules: dkms) or another driver version'
+                                    % (name, upstream_of(version), ', '.join(offered_builds) or 'none'))
+                install.append('%s=%s' % (name, build))
+            else:
+                install.append('%s=%s' % (name, companion_version(name, version, offered, installed_versions)))
         install += params['extra_packages']
     except PlanError as exc:
         module.fail_json(msg=str(exc), offered=offered)
     if version_branch(version) != branch:
-        module.fail_json(msg='%s %s is not on branch %s' % (packages[0], version, branch))
+        module.fail_json(msg='%s %s is not on branch %s' % (main_pkg, version, branch))
 
+    upstream = upstream_of(version)
     remove = []
     if params['remove_other_branches']:
         remove = [p['name'] for p in family_installed
                   if p['branch'] is not None and p['branch'] != branch]
+    asked_names = set(spec.split('=', 1)[0] for spec in install)
+    remove += [n for n in version_named_leftovers(family_installed, branch, upstream)
+               if n not in remove and n not in asked_names]
 
-    preferences = render_preferences(family, pin_glob(version), branch)
+    # Exact versions (each distinct version of the install, kernel-following builds left out: they
+    # carry the kernel's), so the pin names one build of one origin.
+    pinned = []
+    for spec in install:
+        name, _sep, ver = spec.partition('=')
+        if ver and not is_following(name) and name not in params['pre_packages'] and ver not in pinned:
+            pinned.append(ver)
+    preferences = render_preferences(family, pinned or [version], branch, params['other_branches'])
     result = dict(
         changed=False,
         version=version,
-        upstream=upstream_of(version),
+        upstream=upstream,
         pin_version=pin_glob(version),
+        pinned_versions=pinned or [version],
         resolved_from=resolved_from,
         available=available,
         install=install,
         preferences=preferences,
-        block_regex=block_regex(branch),
+        block_globs=block_globs(family, params['other_branches']),
         installed_family=family_installed,
-        installed_driver=installed_versions.get(packages[0]),
+        installed_driver=installed_versions.get(main_pkg),
         remove=remove,
-        off_branch=off_branch(family_installed, branch, upstream_of(version)),
+        off_branch=off_branch(family_installed, branch, upstream),
         family_after=family_after(family_installed, [], family, exclude),
         changes=[],
         summary=[],
@@ -619,6 +830,7 @@ def run_module(module):
         unmet_branches=[],
         cross_branch=[],
     )
+    result['holdable_after'] = [p for p in result['family_after'] if not is_following(p['name'])]
     if not params['simulate']:
         module.exit_json(**result)
     if not remove and already_installed(install, installed):
@@ -628,18 +840,12 @@ def run_module(module):
         result.update(simulation_rc=0, simulation_skipped=True)
         module.exit_json(**result)
 
-    tmpdir = module.tmpdir
-    prefs = os.path.join(tmpdir, 'rigkeeper-nvidia.pref')
-    parts = os.path.join(tmpdir, 'preferences.d')
-    os.makedirs(parts, exist_ok=True)
-    with open(prefs, 'w') as handle:
-        handle.write(preferences)
-    cmd = [module.get_bin_path('apt-get', True), '--simulate', '--ignore-hold', '-o',
-           'Dir::Etc::Preferences=%s' % prefs, '-o', 'Dir::Etc::PreferencesParts=%s' % parts,
-           '-o', 'APT::Get::Show-Versions=false', '-o', 'Debug::NoLocking=true',
-           '--allow-downgrades',
-           '--install-recommends' if params['install_recommends'] else '--no-install-recommends',
-           'install'] + install + \
+    cmd = [module.get_bin_path('apt-get', True), '--simulate'] + \
+        _simulation_config(module, preferences, [p['name'] for p in family_installed]) + \
+        ['-o', 'APT::Get::Show-Versions=false', '-o', 'Debug::NoLocking=true',
+         '--allow-downgrades',
+         '--install-recommends' if params['install_recommends'] else '--no-install-recommends',
+         'install'] + install + \
         ['%s-' % name for name in remove]
     rc, out, err = module.run_command(cmd)
     result['simulation_rc'] = rc
@@ -650,18 +856,23 @@ def run_module(module):
         result['unmet_packages'] = unmet_other_branch(result['unmet'], branch)
         result['unmet_branches'] = sorted(set(name_branch(n) for n in result['unmet_packages']))
     result['family_after'] = family_after(family_installed, result['changes'], family, exclude)
+    result['holdable_after'] = [p for p in result['family_after'] if not is_following(p['name'])]
     result['summary'] = [describe(c) for c in result['changes']]
     cross = []
     for change in result['changes']:
         if change['action'] == 'remove' or not in_family(change['name'], family, exclude):
             continue
-        named = name_branch(change['name'])
-        # Unnamed members (nvidia-settings, Debian's libcuda1) carry their own version numbers.
-        if named is None:
+        if is_following(change['name']):
             continue
+        named = name_branch(change['name'])
         to = change['to'] or ''
-        looks_like_driver = re.match(r'^\d{3,4}\.', upstream_of(to)) is not None
-        if named != branch or (looks_like_driver and version_branch(to) != branch):
+        if named is None:
+            # Unnamed members (nvidia-settings, Debian's libcuda1) carry their own version numbers;
+            # NVIDIA's unversioned 590+ names carry the driver's.
+            if _driver_like(to) and version_branch(to) != branch:
+                cross.append('%s %s' % (change['name'], to))
+            continue
+        if named != branch or (_driver_like(to) and version_branch(to) != branch):
             cross.append('%s %s' % (change['name'], to))
     result['cross_branch'] = cross
     module.exit_json(**result)
