@@ -225,6 +225,8 @@ def test_a_restart_needing_change_is_refused_while_a_container_runs(host, playbo
         assert host.check_output("docker inspect --format '{{.State.Running}}' rk-job") == "true"
         assert started_at(host, "rk-job") == started
         assert host.check_output("systemctl show -P MainPID docker") == pid
+        # The refusal names the container and the ways out (the state above is what proves it).
+        assert "rk-job" in run.output and "container_toolkit_docker_restart_force" in run.output
     finally:
         host.run("docker rm --force rk-job")
 
@@ -243,6 +245,7 @@ def test_a_candidate_docker_refuses_is_rolled_back(host, playbook):
     # dockerd did see the candidate (and refused it): the rollback was exercised, not skipped.
     journal = host.check_output("journalctl -u docker --no-pager -n 200")
     assert "rk-no-such-option" in journal
+    assert "Docker did not come back" in run.output and "was put back" in run.output and "it runs again" in run.output
 
 
 def test_default_runtime_and_pin_released(host, playbook, busybox_image):

@@ -97,6 +97,7 @@ def test_an_unknown_key_is_refused_by_dockerd_validate(host, playbook):
                     "container_toolkit_docker_restart_force": True})
     assert run.returncode != 0
     assert_untouched(host, text)
+    assert "refused by its check (dockerd --validate)" in run.output and "rk-no-such-option" in run.output
     # ansible's copy backs the live file up before it runs the check: a new backup may be left, and it
     # must be the live file itself.
     for new in set(host.run(f"ls {DAEMON_JSON}.*~").stdout.split()) - set(backups):
@@ -108,6 +109,7 @@ def test_a_restart_needing_change_is_refused_while_the_container_runs(host, play
     run = playbook({"container_toolkit_daemon_options": {"log-opts": {"max-size": "10m"}}})
     assert run.returncode != 0
     assert_untouched(host, text)
+    assert "rk-long" in run.output and "log-opts" in run.output
     assert "log-opts" not in json.loads(text)
 
 
@@ -115,5 +117,6 @@ def test_a_swap_to_docker_io_is_refused_unasked(host, playbook):
     text = host.file(DAEMON_JSON).content_string
     run = playbook({"container_toolkit_docker_source": "distro"})
     assert run.returncode != 0
+    assert "docker-ce " + ENGINE in run.output and "container_toolkit_docker_replace" in run.output
     assert_untouched(host, text)
     assert host.package("containerd.io").version == CONTAINERD
