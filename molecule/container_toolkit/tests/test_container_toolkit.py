@@ -207,6 +207,47 @@ def test_check_mode_reports_a_removed_runtime_and_converge_restores_it(host, pla
     assert host.file(CDI_SPEC).mtime.year > 2000  # generated again, not the stale one
 
 
+def started_at(host, name):
+    return host.check_output(f"docker inspect --format '{{{{.State.StartedAt}}}}' {name}")
+
+
+def test_a_restart_needing_change_is_refused_while_a_container_runs(host, playbook, busybox_image):
+    """log-opts is not a key moby's reload applies: the run needs a restart, which would stop the
+    running container (live-restore off). Refused before daemon.json changes."""
+    text = host.file(DAEMON_JSON).content_string
+    host.run_expect([0], f"docker run -d --name rk-job {busybox_image} /bin/busybox sleep 100000")
+    try:
+        started = started_at(host, "rk-job")
+        pid = host.check_output("systemctl show -P MainPID docker")
+        run = playbook({"container_toolkit_daemon_options": {"log-opts": {"max-size": "10m"}}})
+        assert run.returncode != 0
+        assert host.file(DAEMON_JSON).content_string == text
+        assert host.check_output("docker inspect --format '{{.State.Running}}' rk-job") == "true"
+        assert started_at(host, "rk-job") == started
+        assert host.check_output("systemctl show -P MainPID docker") == pid
+        # The refusal names the container and the ways out (the state above is what proves it).
+        assert "rk-job" in run.output and "container_toolkit_docker_restart_force" in run.output
+    finally:
+        host.run("docker rm --force rk-job")
+
+
+def test_a_candidate_docker_refuses_is_rolled_back(host, playbook):
+    """Debian 12's dockerd (20.10) has no --validate: a key it does not know passes the JSON check,
+    and dockerd refuses to start on it. The previous file must come back, Docker run on it again,
+    and the run fail."""
+    text = host.file(DAEMON_JSON).content_string
+    assert "--validate" not in host.run("dockerd --help").stdout, "this test is for a dockerd without --validate"
+    run = playbook({"container_toolkit_daemon_options": {"rk-no-such-option": True}})
+    assert run.returncode != 0
+    assert host.file(DAEMON_JSON).content_string == text
+    assert host.service("docker").is_running
+    assert "nvidia" in docker_info(host)[1]
+    # dockerd did see the candidate (and refused it): the rollback was exercised, not skipped.
+    journal = host.check_output("journalctl -u docker --no-pager -n 200")
+    assert "rk-no-such-option" in journal
+    assert "Docker did not come back" in run.output and "was put back" in run.output and "it runs again" in run.output
+
+
 def test_default_runtime_and_pin_released(host, playbook, busybox_image):
     """Last: other wants. nvidia as the default runtime, no version pin: the pin and holds go,
     the packages stay, the owner's keys stay, and a second run changes nothing."""
@@ -223,3 +264,19 @@ def test_default_runtime_and_pin_released(host, playbook, busybox_image):
     assert all(daemon_json(host)[k] == v for k, v in OWNER_KEYS.items())
     again = playbook(wants)
     assert again.returncode == 0 and again.changed == 0, again.output
+
+
+def test_toolkit_118_uses_nvidia_cdi_refresh_instead_of_its_own_spec(host, playbook):
+    """Toolkit 1.18 ships nvidia-cdi-refresh.path/.service: they stay enabled and make
+    /var/run/cdi/nvidia.yaml; the spec rigkeeper generated for 1.17 goes (two specs naming the same
+    devices conflict)."""
+    run = playbook({"container_toolkit_version": "1.18.0-1"})
+    assert run.returncode == 0, run.output
+    assert host.package("nvidia-container-toolkit-base").version == "1.18.0-1"
+    for unit in ("nvidia-cdi-refresh.path", "nvidia-cdi-refresh.service"):
+        assert host.check_output(f"systemctl is-enabled {unit}") == "enabled", unit
+    assert host.check_output("systemctl is-active nvidia-cdi-refresh.path") == "active"
+    spec = host.file("/var/run/cdi/nvidia.yaml")
+    assert spec.exists and "kind: nvidia.com/gpu" in spec.content_string
+    assert not host.file(CDI_SPEC).exists and not host.file(CDI_RECORD).exists
+    assert daemon_json(host)["features"] == {"cdi": True}

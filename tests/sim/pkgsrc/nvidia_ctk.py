@@ -237,7 +237,9 @@ def cdi_generate(argv: list[str], log: Logger) -> int:
             "env": ["NVIDIA_VISIBLE_DEVICES=void"],
         },
     }
-    out = opts.get("output", "")
+    # --output's environment variable (urfave/cli EnvVars in cmd/nvidia-ctk/cdi/generate): the 1.18
+    # nvidia-cdi-refresh.service sets it to /var/run/cdi/nvidia.yaml.
+    out = opts.get("output", "") or os.environ.get("NVIDIA_CTK_CDI_OUTPUT_FILE_PATH", "")
     fmt = opts.get("format") or ("json" if out.endswith(".json") else "yaml")
     text = json.dumps(spec, indent=2, sort_keys=True) + "\n" if fmt == "json" else \
         "---\n" + "\n".join(_yaml(spec)) + "\n"

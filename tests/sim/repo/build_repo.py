@@ -41,6 +41,7 @@ CONFIGS = os.path.join(SIM, "configs")
 sys.path.insert(0, HERE)
 
 import catalog  # noqa: E402
+import docker_ce  # noqa: E402
 from catalog import Deb  # noqa: E402
 
 DEFAULT_EPOCH = 1735689600  # 2025-01-01T00:00:00Z
@@ -179,6 +180,23 @@ case "$1" in
 esac
 exit 0
 """,
+    # nvidia-container-toolkit-base >= 1.18: enable the CDI refresh units and generate once, each
+    # step only warning on failure (the real postinst's shape).
+    "cdi-refresh-postinst": lambda: """#!/bin/sh
+set -e
+if [ "$1" = configure ]; then
+  case "$(systemctl is-system-running 2>/dev/null || true)" in
+    running|degraded)
+      systemctl daemon-reload || echo "Warning: Failed to reload systemd daemon" >&2
+      systemctl enable --now nvidia-cdi-refresh.path || echo "Warning: Failed to enable nvidia-cdi-refresh.path" >&2
+      systemctl enable --now nvidia-cdi-refresh.service || echo "Warning: Failed to enable nvidia-cdi-refresh.service" >&2
+      echo "Regenerating NVIDIA CDI specification..."
+      systemctl start nvidia-cdi-refresh.service || echo "Warning: Failed to trigger CDI refresh" >&2
+      ;;
+  esac
+fi
+exit 0
+""",
     "daemon-reload-postinst": lambda: """#!/bin/sh
 set -e
 if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
@@ -256,6 +274,7 @@ class Payloads:
             "container-runtime": lambda: read_pkgsrc("nvidia-container-runtime"),
             "runtime-hook": lambda: read_pkgsrc("nvidia-container-runtime-hook"),
             "ctk-config": lambda: read_pkgsrc("nvidia-container-runtime-config.toml"),
+            "pkgsrc": lambda: read_pkgsrc(arg),
         }
         if kind == "dir":
             return None, 0o755
@@ -429,9 +448,20 @@ def pool_path(deb: Deb) -> str:
     return f"pool/{ARCHIVE_COMPONENT}/{letter}/{src}/{deb.filename}"
 
 
+def docker_cache(out: str) -> str:
+    """Where the Docker CE payload is kept (docker_ce.py): .cache/sim/docker-payload of this checkout
+    when there is one, else next to OUT (simctl builds into .cache/sim/repo)."""
+    mine = os.path.join(os.path.dirname(os.path.dirname(SIM)), ".cache", "sim")
+    return os.path.join(mine if os.path.isdir(mine) else os.path.dirname(os.path.abspath(out)), "docker-payload")
+
+
 def inputs_hash(url_base: str, epoch: int, keydir: str) -> str:
     h = hashlib.sha256()
     h.update(f"{url_base}\n{epoch}\n".encode())
+    manifest = os.path.join(docker_cache(os.path.dirname(keydir)), "manifest.json")
+    if os.path.exists(manifest):
+        with open(manifest, "rb") as fh:
+            h.update(fh.read())
     for base in (HERE, PKGSRC, CONFIGS):
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
@@ -455,7 +485,9 @@ def build(out: str, url_base: str = DEFAULT_URL_BASE, force: bool = False, epoch
     out = os.path.abspath(out)
     keydir = os.path.join(out, "key")
     stamp_path = os.path.join(out, ".stamp")
-    outputs = [os.path.join(out, "ubuntu/dists", ARCHIVE_SUITE, "InRelease"),
+    docker_payload = docker_ce.payload(docker_cache(out), quiet=quiet)  # downloaded once per version
+    outputs = [os.path.join(out, "docker/dists", docker_ce.SUITE, "InRelease"),
+               os.path.join(out, "ubuntu/dists", ARCHIVE_SUITE, "InRelease"),
                os.path.join(out, "cuda/InRelease"), os.path.join(out, "libnvidia-container/InRelease"),
                os.path.join(keydir, "rigkeeper-sim.gpg")]
     digest = inputs_hash(url_base, epoch, keydir)
@@ -498,6 +530,8 @@ def build(out: str, url_base: str = DEFAULT_URL_BASE, force: bool = False, epoch
                        origin="NVIDIA", label="NVIDIA CUDA", extra_key="3bf863cc.pub")
             write_flat(os.path.join(out, "libnvidia-container"), repos["libnvidia-container"], built, signer,
                        epoch, origin="NVIDIA", label="libnvidia-container", extra_key="gpgkey")
+            n_docker = docker_ce.write_repo(os.path.join(out, "docker"), docker_cache(out), docker_payload,
+                                            signer, epoch, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         with open(os.path.join(out, "sources.list.example"), "w", encoding="utf-8") as fh:
@@ -505,13 +539,14 @@ def build(out: str, url_base: str = DEFAULT_URL_BASE, force: bool = False, epoch
             fh.write(f"# rigkeeper simulator repositories; copy key/rigkeeper-sim.gpg to {kr}\n"
                      f"deb [signed-by={kr}] {url_base}/ubuntu {ARCHIVE_SUITE} {ARCHIVE_COMPONENT}\n"
                      f"deb [signed-by={kr}] {url_base}/cuda/ /\n"
-                     f"deb [signed-by={kr}] {url_base}/libnvidia-container/ /\n")
+                     f"deb [signed-by={kr}] {url_base}/libnvidia-container/ /\n"
+                     f"deb [arch=amd64 signed-by={kr}] {url_base}/docker {docker_ce.SUITE} {docker_ce.COMPONENT}\n")
     finally:
         signer.close()
     with open(stamp_path, "w", encoding="utf-8") as fh:
         fh.write(digest + "\n")
     if not quiet:
-        print(f"{out}: built {len(built)} packages")
+        print(f"{out}: built {len(built) + n_docker} packages")
     return True
 
 

@@ -455,6 +455,11 @@ def nvidia_open(branch: str, version: str) -> Deb:
 
 # --- Container toolkit ------------------------------------------------------------------------
 
+# Toolkit 1.18 added nvidia-cdi-refresh.{path,service}, enabled by the base package's postinst
+# (NVIDIA/nvidia-container-toolkit packaging/debian/nvidia-container-toolkit-base.{install,postinst}).
+CDI_REFRESH_FILES = {f"/etc/systemd/system/nvidia-cdi-refresh.{u}": ("pkgsrc", f"nvidia-cdi-refresh.{u}")
+                     for u in ("path", "service")}
+
 
 def container_toolkit(version: str) -> list[Deb]:
     X = upstream(version)
@@ -473,7 +478,9 @@ def container_toolkit(version: str) -> list[Deb]:
                         "Replaces": "nvidia-container-runtime (<= 3.5.0-1), nvidia-container-runtime-hook"},
                 files={"/usr/bin/nvidia-ctk": ("ctk", X),
                        "/usr/bin/nvidia-container-runtime": ("container-runtime", None),
-                       "/etc/nvidia-container-runtime/config.toml": ("ctk-config", None)},
+                       "/etc/nvidia-container-runtime/config.toml": ("ctk-config", None),
+                       **(CDI_REFRESH_FILES if X >= "1.18" else {})},
+                scripts={"postinst": "cdi-refresh-postinst"} if X >= "1.18" else {},
                 conffiles=["/etc/nvidia-container-runtime/config.toml"])),
         doc(Deb(name="nvidia-container-toolkit", version=version, description="NVIDIA Container toolkit" + NOTE, **cm,
                 fields={"Depends": f"nvidia-container-toolkit-base (= {version}), "
