@@ -67,6 +67,31 @@ def playbook(pb: str, inv: Path, forks: int, env_extra: dict | None = None, expe
     return dt
 
 
+APT_POLICY_TIMING = r"""
+set -e
+time_it() { python3 -c 'import subprocess, sys, time, statistics
+runs = []
+for _ in range(5):
+    t0 = time.monotonic(); subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); runs.append(time.monotonic() - t0)
+print(round(statistics.median(runs), 3))' "$@"; }
+without=$(mktemp -d)
+for f in /etc/apt/preferences.d/*; do
+  case "$(basename "$f")" in rigkeeper-nvidia) ;; *) [ -f "$f" ] && cp "$f" "$without/" ;; esac
+done
+echo "with $(time_it apt-cache policy)"
+echo "without $(time_it apt-cache -o Dir::Etc::PreferencesParts=$without policy)"
+rm -rf "$without"
+"""
+
+
+def apt_overhead(name: str) -> dict:
+    """What rigkeeper's driver pin costs every apt command on the host (issue #12's budget: 0.1 s):
+    `apt-cache policy` with the host's preferences, and with the same ones minus rigkeeper's."""
+    out = simctl.run(["docker", "exec", name, "sh", "-c", APT_POLICY_TIMING], capture=True).stdout
+    vals = dict(line.split() for line in out.splitlines() if line.strip())
+    return {"apt_policy_with_pin_s": float(vals["with"]), "apt_policy_without_pin_s": float(vals["without"])}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", default="1,4,16")
@@ -91,6 +116,7 @@ def main(argv=None) -> int:
         results["noop_s"] = statistics.median(playbook("playbooks/site.yml", inv1, 1, expect_noop=True)
                                               for _ in range(a.repeat))
         results["audit_s"] = statistics.median(playbook("playbooks/audit.yml", inv1, 1, expect_noop=True) for _ in range(a.repeat))
+        results.update(apt_overhead("rk-bench-0"))
         # Keep what was measured even if the fleet part fails.
         print(json.dumps({k: round(v, 1) for k, v in results.items()}), flush=True)
         # Clone the converged rig for the fleet measurements. Docker's own state inside the rig is
@@ -131,6 +157,9 @@ def main(argv=None) -> int:
     print(f"\n{'measurement':<34} {'seconds':>8} {'x floor':>8}")
     for label, v in rows:
         print(f"{label:<34} {v:8.1f} {v / floor:8.2f}")
+    over = results["apt_policy_with_pin_s"] - results["apt_policy_without_pin_s"]
+    print(f"\napt-cache policy: {results['apt_policy_with_pin_s']:.3f} s with rigkeeper's pin, "
+          f"{results['apt_policy_without_pin_s']:.3f} s without: +{over:.3f} s (budget 0.1 s)")
     print(f"\n{'hosts':>5} {'floor s':>8} {'audit s':>8} {'audit s/host':>13} {'audit x floor':>14}")
     for n, f in results["fleet"].items():
         print(f"{n:>5} {f['floor_s']:8.1f} {f['audit_s']:8.1f} {f['audit_per_host_s']:13.2f} "

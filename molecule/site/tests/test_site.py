@@ -63,6 +63,15 @@ def test_state_holds_after_reboot(host):
     check_state(host)
 
 
+def test_ubuntus_build_stays_the_candidate_with_nvidias_repository_configured(host):
+    """cuda_toolkit adds NVIDIA's CUDA repository, whose nvidia-driver-580-open 580.95.05-0ubuntu1 sorts
+    above Ubuntu's 580.95.05-0ubuntu0.24.04.1: the source is ubuntu, so the pin names Ubuntu's build."""
+    madison = host.check_output("apt-cache madison nvidia-driver-580-open")
+    assert "580.95.05-0ubuntu1 | file:/srv/rigkeeper-sim/repo/cuda" in madison
+    policy = host.check_output("apt-cache policy nvidia-driver-580-open")
+    assert "Candidate: 580.95.05-0ubuntu0.24.04.1" in policy
+
+
 def test_apt_cannot_move_the_driver(host):
     host.run_expect([0], "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get upgrade -y -qq")
     assert driver_package(host)[1] == "580.95.05-0ubuntu0.24.04.1"
