@@ -149,3 +149,8 @@ def test_aliases_point_at_known_names_and_are_unknown_themselves():
     for alias, targets in ALIASES.items():
         assert alias not in KNOWN, alias
         assert targets and set(targets) <= KNOWN, (alias, targets)
+
+
+def test_preflight_reads_the_specs_of_every_role():
+    listed = yaml.safe_load((REPO / "roles/preflight/vars/main.yml").read_text())["__preflight_spec_roles"]
+    assert listed == sorted(SPECS), "roles/preflight/vars/main.yml must list every role with meta/argument_specs.yml"
