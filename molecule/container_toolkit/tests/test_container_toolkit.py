@@ -91,9 +91,12 @@ def test_repository_source_keyring_and_old_list(host):
     lines = [ln for ln in host.file(SOURCES).content_string.splitlines() if ln and not ln.startswith("#")]
     assert lines == [f"deb [signed-by={KEYRING}] file:///srv/rigkeeper-sim/repo/libnvidia-container /"]
     assert not host.file(KEYRING).content.startswith(b"-----BEGIN")
-    # The old list is kept for reference under a name apt ignores.
-    assert not host.file(STALE).exists
-    assert "nvidia-docker.gpg" in host.file(STALE + ".disabled").content_string
+    # The old list's entry is commented out in place, and the file was backed up first.
+    stale = host.file(STALE).content_string.splitlines()
+    assert [ln for ln in stale if ln.startswith("deb")] == []
+    assert any(ln.startswith("# disabled by rigkeeper: deb [signed-by=/usr/share/keyrings/nvidia-docker.gpg]")
+               for ln in stale)
+    assert "nvidia-docker.gpg" in host.file("/var/backups/rigkeeper/apt/nvidia-docker.list").content_string
     # With the old list gone apt reads its sources again ("Conflicting values set for option
     # Signed-By" made every apt command fail).
     out = host.run("apt-cache policy nvidia-container-toolkit")

@@ -1,7 +1,8 @@
 """cuda_toolkit on the simulated rig: state after converge, then runs with other wants.
 
 Converge asked for CUDA 12.4 and 12.8 (default 12.4, not the last listed) and cuDNN 9, on a rig
-with the 580 driver installed and NVIDIA's cuda-keyring installed by hand beforehand. The tests
+with the 580 driver installed and NVIDIA's cuda-keyring installed by hand beforehand (its keyring
+and list are used as they are: no cuda.list). The tests
 that run the playbook again come last in this file; only the last one changes the rig.
 """
 
@@ -14,6 +15,8 @@ VERSIONS = ["12.4", "12.8"]
 DEFAULT = "12.4"
 KEYRING = "/usr/share/keyrings/cuda-archive-keyring.gpg"
 SOURCES = "/etc/apt/sources.list.d/cuda.list"
+# cuda-keyring's own list (tests/sim/repo/catalog.py, as NVIDIA's package names it).
+KEYRING_LIST = "/etc/apt/sources.list.d/cuda-ubuntu2404-x86_64.list"
 REPO = "file:///srv/rigkeeper-sim/repo/cuda"
 CUDNN9 = ["cudnn9-cuda-12", "libcudnn9-cuda-12", "libcudnn9-dev-cuda-12"]
 # The newest cuDNN 9 build for CUDA 12 in the simulated repository (tests/sim/repo/catalog.py).
@@ -83,12 +86,17 @@ def test_linker_config_lists_lib64_and_cache_was_rebuilt(host):
     assert host.file(f"/usr/local/cuda/lib64/libcudart.so.{DEFAULT.split('.')[0]}").exists
 
 
-def test_repository_source_and_keyring(host):
-    lines = [ln for ln in host.file(SOURCES).content_string.splitlines() if ln and not ln.startswith("#")]
+def test_cuda_keyring_keeps_its_files_and_no_competing_source_is_written(host):
+    # prepare installed NVIDIA's cuda-keyring by hand: its keyring and its list are the repository's
+    # setup (the same URL with the same keyring), so they stay as dpkg installed them and rigkeeper
+    # writes no cuda.list next to them.
+    assert host.package("cuda-keyring").is_installed
+    verify = host.run("dpkg -V cuda-keyring")
+    assert verify.rc == 0 and verify.stdout == "", verify.stdout
+    assert not host.file(SOURCES).exists
+    lines = [ln for ln in host.file(KEYRING_LIST).content_string.splitlines() if ln and not ln.startswith("#")]
     assert lines == [f"deb [signed-by={KEYRING}] {REPO}/ /"]
-    keyring = host.file(KEYRING)
-    assert keyring.mode == 0o644
-    assert not keyring.content.startswith(b"-----BEGIN"), "the keyring must be dearmored (binary)"
+    assert not host.file(KEYRING).content.startswith(b"-----BEGIN"), "the keyring must be dearmored (binary)"
     # The keyring holds the key the repository is signed with.
     fpr = host.check_output(f"gpg --show-keys --with-colons {KEYRING} | awk -F: '/^fpr/{{print $10; exit}}'")
     sim = host.check_output("gpg --show-keys --with-colons /srv/rigkeeper-sim/repo/cuda/3bf863cc.pub"
@@ -97,12 +105,11 @@ def test_repository_source_and_keyring(host):
 
 
 def test_apt_reads_the_sources_next_to_cuda_keyring(host):
-    # cuda-keyring (installed by hand in prepare) lists the same repository with the same
-    # Signed-By: apt must not fail with "Conflicting values set for option Signed-By".
-    assert host.package("cuda-keyring").is_installed
     out = host.run("apt-cache policy cuda-toolkit-12-8")
     assert out.rc == 0
     assert "Conflicting" not in out.stderr
+    # One source for the repository, not two ("configured multiple times").
+    assert "configured multiple times" not in out.stderr
     assert "/srv/rigkeeper-sim/repo/cuda" in out.stdout
 
 
@@ -136,6 +143,16 @@ def test_cuda_13_with_driver_535_wanted_is_refused_before_any_change(host, playb
     assert not host.package("cuda-toolkit-13-0").is_installed
     assert not host.package("libcudnn9-cuda-13").is_installed
     assert snapshot(host) == before
+
+
+def test_cuda_keyring_for_another_url_is_refused_before_any_change(host, playbook):
+    before = snapshot(host)
+    run = playbook({"cuda_toolkit_repo_url": "file:///srv/rigkeeper-sim/repo/cuda-mirror"})
+    assert run.returncode != 0
+    assert run.failed == 1 and run.changed == 0
+    assert "cuda-keyring is installed and its source lists" in run.output
+    assert snapshot(host) == before
+    assert host.run("dpkg -V cuda-keyring").stdout == ""
 
 
 def test_minor_version_compatibility_is_a_warning(host, playbook):
