@@ -40,12 +40,13 @@ PREFIXES = (
 SHARED_VARIABLES = {
     # Inventory wants (inventory/example/group_vars/all/main.yml, the roles' READMEs).
     "rigkeeper_roles": "playbooks/site.yml: the roles this host manages (default: all of them)",
-    "rigkeeper_expected_gpu_count": "roles/preflight/README.md: GPUs the host must show",
     "rigkeeper_expected_gpu_models": "roles/preflight: GPU models judged by the policy before the driver is in",
     "rigkeeper_p2p_wanted": "roles/preflight/README.md: multi-GPU peer to peer matters here",
     "rigkeeper_psu_watts": "roles/preflight and gpu_power READMEs: the PSU rating",
     "rigkeeper_distro": "roles/nvidia_driver/README.md: the distribution whose package names apply",
     "rigkeeper_cmdline_path": "roles/gpu_facts/README.md: where the running kernel command line is read",
+    "rigkeeper_kernel_release_path": "roles/gpu_facts/README.md: where the running kernel release is read",
+    "rigkeeper_sys_module_dir": "roles/gpu_facts/README.md: where loaded kernel modules are listed (/sys/module)",
     "rigkeeper_module_version_paths": "roles/gpu_facts/README.md: where the loaded module version is read",
     "rigkeeper_apt_lock_timeout": "playbooks/site.yml: seconds apt waits for the dpkg lock (default 600)",
     # Playbook variables.
@@ -70,6 +71,12 @@ RUNTIME_VARIABLES = {
     "nvidia_driver_reboot_pending": "roles/nvidia_driver/tasks/reboot.yml (set_fact)",
     "nvidia_driver_reboot_pending_reasons": "roles/nvidia_driver/tasks/reboot.yml (set_fact)",
     "kernel_params_reboot_pending": "roles/kernel_params/tasks/cmdline.yml (set_fact)",
+    "nvidia_driver_reboot_os_pending": "roles/nvidia_driver/tasks/reboot.yml (set_fact): the OS asks for a reboot",
+    "nvidia_driver_reboot_os_reason": "roles/nvidia_driver/tasks/reboot.yml (set_fact): why the OS asks",
+    "nvidia_driver_gpus_before": "roles/nvidia_driver/tasks/validate.yml (set_fact): GPUs seen before a change",
+    "nvidia_driver_compute_apps_before": "roles/nvidia_driver/tasks/validate.yml (set_fact): GPU processes before",
+    "nvidia_driver_gpu_jobs": "roles/nvidia_driver/tasks/gpu_jobs.yml (set_fact): GPU work that blocks a reboot",
+    "container_toolkit_cdi_pending": "roles/container_toolkit/tasks/cdi.yml (set_fact): CDI waits for the driver",
     "rigkeeper_report_drift": "callback_plugins/rigkeeper_report.py: the checks that drifted",
     "rigkeeper_report_active": "callback_plugins/rigkeeper_report.py: the callback runs",
 }
