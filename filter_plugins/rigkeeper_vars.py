@@ -78,6 +78,8 @@ RUNTIME_VARIABLES = {
     "nvidia_driver_gpu_jobs": "roles/nvidia_driver/tasks/gpu_jobs.yml (set_fact): GPU work that blocks a reboot",
     "container_toolkit_cdi_pending": "roles/container_toolkit/tasks/cdi.yml (set_fact): CDI waits for the driver",
     "rigkeeper_report_drift": "callback_plugins/rigkeeper_report.py: the checks that drifted",
+    "rigkeeper_wanted": "rigkeeper_probe action: each role's compiled wanted state (the values its tasks apply)",
+    "rigkeeper_state": "rigkeeper_probe action: each role's probe status and findings",
     "rigkeeper_report_active": "callback_plugins/rigkeeper_report.py: the callback runs",
 }
 

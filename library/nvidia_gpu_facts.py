@@ -273,6 +273,12 @@ ansible_facts:
           description: The packages C(/var/run/reboot-required.pkgs) names.
           type: list
           elements: str
+        os:
+          description: >-
+            The distribution from C(/etc/os-release) (id, name, version_id, codename, machine), also under
+            the names of Ansible's distribution facts (distribution, distribution_release,
+            distribution_version, distribution_major_version, architecture).
+          type: dict
 '''
 
 import glob
@@ -311,6 +317,8 @@ HOST_PATHS = {
     'uninstaller': '/usr/bin/nvidia-uninstall',
     'systemd_dir': '/run/systemd/system',
     'nvswitch_glob': '/dev/nvidia-nvswitch*',
+    'os_release': '/etc/os-release',
+    'os_release_vendor': '/usr/lib/os-release',
 }
 
 # Directories searched for tools that are often outside a non-login PATH.
@@ -548,6 +556,7 @@ def gather_host_facts(module):
         reboot_required_file=os.path.exists(HOST_PATHS['reboot_required']),
         systemd=os.path.isdir(HOST_PATHS['systemd_dir']),
         machine=platform.machine(),
+        os_release=_read(HOST_PATHS['os_release']) or _read(HOST_PATHS['os_release_vendor']),
     )
 
 

@@ -71,7 +71,8 @@ class FakeHost:
                          ('nvswitch_glob', 'dev/nvidia-nvswitch*'),
                          ('reboot_required_pkgs', 'var/run/reboot-required.pkgs'),
                          ('lib_modules', 'lib/modules'), ('boot', 'boot'),
-                         ('uninstaller', 'usr/bin/nvidia-uninstall')):
+                         ('uninstaller', 'usr/bin/nvidia-uninstall'), ('os_release', 'etc/os-release'),
+                         ('os_release_vendor', 'usr/lib/os-release')):
             monkeypatch.setitem(nvidia_gpu_facts.HOST_PATHS, key, str(root / rel))
         monkeypatch.setattr(nvidia_gpu_facts.platform, 'machine', lambda: 'x86_64')
         (root / 'dev').mkdir()
@@ -203,6 +204,9 @@ NEW_HOST_KEYS = {
     'runfile': {'uninstaller': False, 'stray_libraries': []},
     'reboot_required_file': False,
     'reboot_required_pkgs': [],
+    'os': {'id': None, 'name': None, 'version_id': None, 'codename': None, 'machine': 'x86_64',
+           'distribution': None, 'distribution_release': None, 'distribution_version': None,
+           'distribution_major_version': None, 'architecture': 'x86_64'},
 }
 
 
