@@ -36,6 +36,7 @@ def _probe(**over):
                     "ecdsa 256 SHA256:ghi root@rig (ECDSA)",
         "moduli": "60 423",
         "generator": "",
+        "socket_dropin": "",
         # systemctl show prints one block per unit, in the order asked, blank line between.
         "units": "Id=ssh.socket\nActiveState=inactive\nUnitFileState=disabled\n\n"
                  "Id=ssh.service\nActiveState=active\nUnitFileState=enabled",
@@ -57,6 +58,7 @@ def test_probe_parse_reads_every_section():
     }
     assert probe["moduli"] == {"weak": 60, "strong": 423}
     assert (probe["socket_activated"], probe["service_active"], probe["socket_generator"]) == (False, True, "")
+    assert probe["socket_dropin"] is False
     assert probe["sshd_config"] == DEBIAN_CONFIG
     assert (probe["effective_rc"], probe["effective_lines"]) == (0, ["port 22", "passwordauthentication yes"])
 
@@ -71,6 +73,7 @@ def test_probe_parse_reads_every_section():
                "Id=ssh.service\nActiveState=inactive\nUnitFileState=disabled"}, "socket_activated", True),
     ({"units": "Id=ssh.socket\nActiveState=active\nUnitFileState=enabled\n\n"
                "Id=ssh.service\nActiveState=inactive\nUnitFileState=disabled"}, "service_active", False),
+    ({"socket_dropin": "/etc/systemd/system/ssh.socket.d/00-rigkeeper-listen.conf"}, "socket_dropin", True),
     ({"generator": "/usr/lib/systemd/system-generators/sshd-socket-generator"}, "socket_generator",
      "/usr/lib/systemd/system-generators/sshd-socket-generator"),
     # sshd -T failed (no /run/sshd, invalid config): rc kept, no lines believed.

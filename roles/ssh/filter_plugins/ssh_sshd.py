@@ -38,7 +38,8 @@ def ssh_probe_parse(stdout):
     """The host probe's output (tasks/probe.yml) as data.
 
     Returns {kex, cipher, mac: [names]; host_keys: {type: {bits, fingerprint}}; moduli: None (no
-    file) or {weak, strong}; socket_generator: path or ''; socket_activated, service_active: bool;
+    file) or {weak, strong}; socket_generator: path or ''; socket_dropin: whether the role's
+    ssh.socket drop-in exists; socket_activated, service_active: bool;
     sshd_config: text or None; effective_rc: int; effective_lines: [sshd -T lines]}.
     """
     if not isinstance(stdout, str):
@@ -79,6 +80,7 @@ def ssh_probe_parse(stdout):
         "host_keys": host_keys,
         "moduli": moduli,
         "socket_generator": (nonblank("generator") or [""])[0],
+        "socket_dropin": bool(nonblank("socket_dropin")),
         "socket_activated": "UnitFileState=enabled" in socket_block or "ActiveState=active" in socket_block,
         "service_active": "ActiveState=active" in service_block,
         "sshd_config": config,
