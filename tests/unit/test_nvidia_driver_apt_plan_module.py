@@ -174,3 +174,28 @@ def test_precompiled_modules_take_the_build_for_this_driver_or_refuse(tmp_path):
     kind, result = _exit_of(dict(args, version=None), base[:3] + [(["/usr/bin/apt-cache", "show"], (0, show.split("\n\n")[1], ""))],
                             tmp_path)
     assert kind == "Fail" and "has no build for driver 580.95.05" in result["msg"]
+
+
+def test_the_firmware_named_for_the_driver_version_is_installed_with_it(tmp_path):
+    """Canonical's precompiled open modules need the GSP firmware of exactly the driver's version;
+    the plan names it (version_named), at the driver's version, when the archive offers it."""
+    madison = ("nvidia-headless-no-dkms-580-open | %s | file:/srv/ubuntu noble/restricted amd64 Packages\n"
+               "nvidia-utils-580 | %s | file:/srv/ubuntu noble/restricted amd64 Packages\n" % (NEW, NEW))
+    fw = "nvidia-firmware-580-580.95.05 | %s | file:/srv/ubuntu noble/restricted amd64 Packages\n" % NEW
+
+    def madison_answer(argv):
+        return (0, fw if argv[2:] == ["nvidia-firmware-580-580.95.05"] else madison, "")
+    commands = [(["dpkg", "--print-architecture"], (0, "amd64\n", "")), (["dpkg-query", "-W"], (0, "", "")),
+                (["/usr/bin/apt-cache", "madison"], madison_answer)]
+    args = {"packages": ["nvidia-headless-no-dkms-580-open", "nvidia-utils-580"], "branch": "580",
+            "family": FAMILY, "exclude": EXCLUDE, "keep_installed": True, "other_branches": ["535"],
+            "preferences_path": str(tmp_path / "rigkeeper-nvidia"), "simulate": False,
+            "version_named": ["nvidia-firmware-580-{upstream}"]}
+    kind, result = _exit_of(args, commands, tmp_path)
+    assert kind == "Exit", result
+    assert result["install"] == ["nvidia-headless-no-dkms-580-open=" + NEW, "nvidia-utils-580=" + NEW,
+                                 "nvidia-firmware-580-580.95.05=" + NEW]
+    # Not offered: nothing added (an archive that ships the firmware inside another package).
+    commands[2] = (["/usr/bin/apt-cache", "madison"], (0, madison, ""))
+    kind, result = _exit_of(dict(args, preferences_path=str(tmp_path / "p2")), commands, tmp_path)
+    assert result["install"] == ["nvidia-headless-no-dkms-580-open=" + NEW, "nvidia-utils-580=" + NEW]

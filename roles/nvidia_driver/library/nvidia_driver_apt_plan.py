@@ -84,6 +84,14 @@ options:
     description: Rigkeeper's own preferences file, replaced in the simulation by the new one.
     type: path
     default: /etc/apt/preferences.d/rigkeeper-nvidia
+  version_named:
+    description:
+      - Packages named for one driver version (C({upstream}) is replaced by it, 580.95.05), installed
+        at the driver's version when the repositories offer them (the GSP firmware,
+        C(nvidia-firmware-580-{upstream})). One more C(apt-cache madison) call once the version is known.
+    type: list
+    elements: str
+    default: []
   extra_packages:
     description:
       - Packages of the family installed at the version the repositories offer, not the driver's
@@ -293,6 +301,7 @@ def build_module():
             not_origins=dict(type='list', elements='str', default=[]),
             preferences_path=dict(type='path', default='/etc/apt/preferences.d/rigkeeper-nvidia'),
             extra_packages=dict(type='list', elements='str', default=[]),
+            version_named=dict(type='list', elements='str', default=[]),
             branch=dict(type='str', required=True),
             version=dict(type='str'),
             keep_installed=dict(type='bool', default=True),
@@ -406,6 +415,17 @@ def run_module(module):
                 install.append('%s=%s' % (name, build))
             else:
                 install.append('%s=%s' % (name, companion_version(name, version, offered, installed_versions)))
+        named = [t.replace('{upstream}', upstream_of(version)) for t in params['version_named']]
+        named = [n for n in named if n not in [s.split('=', 1)[0] for s in install]]
+        if named:
+            rc, out, err = module.run_command([apt_cache, 'madison'] + named)
+            offered_named = parse_madison(out, params['origins'], params['not_origins']) if rc == 0 else {}
+            for name in named:
+                same = [v for v in sort_versions(offered_named.get(name, []) +
+                                                 ([installed_versions[name]] if name in installed_versions else []))
+                        if upstream_of(v) == upstream_of(version)]
+                if same:
+                    install.append('%s=%s' % (name, version if version in same else same[0]))
         install += params['extra_packages']
     except PlanError as exc:
         module.fail_json(msg=str(exc), offered=offered)
