@@ -157,7 +157,7 @@ def persistence_resources(w, ctx, prefix=''):
     dropin = '/etc/systemd/system/nvidia-persistenced.service.d/50-rigkeeper-persistence.conf'
     w.file(prefix + 'persistenced_dropin', 'nvidia-persistenced runs with --persistence-mode', dropin,
            match=[r'^ExecStart=$', r'^ExecStart=\S+.* --persistence-mode( |$)'],
-           not_match=[r'--no-persistence-mode'])
+           not_match=[r'^ExecStart=.*--no-persistence-mode'])
     w.unit(prefix + 'persistenced', 'nvidia-persistenced.service', 'nvidia-persistenced at boot and running',
            enabled=True, active=True)
     w.fact(prefix + 'persistence_mode', 'persistence mode on for every GPU', 'persistence')
@@ -418,6 +418,48 @@ def compile_container_toolkit(ctx, docker_policy):
     return w
 
 # ------------------------------------------------------------------------------------------------
+# ssh
+# ------------------------------------------------------------------------------------------------
+# How `sshd -T` prints values sshd_config spells otherwise (roles/ssh/files/sshd_check.py).
+SSHD_SPELLING = {('permitrootlogin', 'prohibit-password'): 'without-password',
+                 ('allowtcpforwarding', 'all'): 'yes'}
+SSH_ALGORITHMS = {'kexalgorithms': 'ssh_kex_algorithms', 'ciphers': 'ssh_ciphers', 'macs': 'ssh_macs'}
+
+
+def compile_ssh(ctx):
+    w = Wanted('ssh')
+    v = ctx.v
+    w.package('server', 'openssh-server')
+    if _bool(v('ssh_authorized_keys_enabled')):
+        default_exclusive = _bool(v('ssh_authorized_keys_exclusive'))
+        for entry in v('ssh_authorized_keys') or []:
+            w.add('keys_' + entry['user'], 'authorized_keys', "%s's authorized keys" % entry['user'],
+                  user=entry['user'], keys=list(entry.get('keys') or []),
+                  exclusive=_bool(entry.get('exclusive', default_exclusive)))
+    if not _bool(v('ssh_sshd_enabled')):
+        return w
+    port = int(v('ssh_port'))
+    w.file('listen_dropin', 'where sshd listens', '%s/%s' % (v('__ssh_config_dir'), v('__ssh_listen_dropin_name')),
+           content=ctx.render('sshd_listen.conf.j2'))
+    expect = {}
+    for keyword, value in v('__ssh_settings'):
+        key = keyword.lower()
+        if key in SSH_ALGORITHMS:
+            continue
+        value = str(value).lower()
+        expect[key] = SSHD_SPELLING.get((key, value), value)
+    expect['port'] = str(port)
+    expect['hostkey'] = ['%s/ssh_host_%s_key' % (v('__ssh_host_key_dir'), t) for t in v('ssh_host_key_types')]
+    within = dict((key, list(v(var))) for key, var in SSH_ALGORITHMS.items())
+    w.data.update(expect=expect)
+    for user in ['root'] + [u for u in (v('ssh_login_users') or []) if u != 'root']:
+        w.add('effective_' + user, 'command', 'sshd uses the hardened settings for %s' % user,
+              argv=[v('__ssh_sshd_bin'), '-T', '-C', 'user=%s,host=localhost,addr=127.0.0.1,lport=%d' % (user, port)],
+              parse='kv', program='sshd', expect=expect, expect_within=within, run_dirs=[v('__ssh_privsep_dir')])
+    return w
+
+
+# ------------------------------------------------------------------------------------------------
 # The host's record
 # ------------------------------------------------------------------------------------------------
 def record_content(roles):
@@ -438,6 +480,7 @@ COMPILERS = {
     'headless': compile_headless,
     'kernel_params': compile_kernel_params,
     'gpu_power': compile_gpu_power,
+    'ssh': compile_ssh,
 }
 
 

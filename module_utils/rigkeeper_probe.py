@@ -51,7 +51,7 @@ MAX_DIFF = 64 * 1024
 UNIT_DIRS = ('/etc/systemd/system', '/run/systemd/system', '/usr/local/lib/systemd/system',
              '/lib/systemd/system', '/usr/lib/systemd/system')
 HOST_KINDS = ('file', 'directory', 'link', 'package', 'unit', 'command', 'json_file', 'grub',
-              'apt_sources', 'nvidia_family')
+              'apt_sources', 'nvidia_family', 'authorized_keys')
 
 
 def result(status, *reasons, **extra):
@@ -454,7 +454,24 @@ def _dig(data, dotted):
 
 def check_command(res, host):
     argv = res['argv']
-    rc, out, err = host.run(argv, timeout=res.get('timeout', 30))
+    # A directory the program insists on (sshd -T needs /run/sshd, which a socket-activated host
+    # makes only at the first connection): made for the call on the tmpfs, removed after.
+    made = []
+    for d in res.get('run_dirs') or []:
+        if host.lstat(d) is None and host.which(argv[0]) is not None:
+            try:
+                os.mkdir(host.path(d), 0o755)
+                made.append(d)
+            except OSError:
+                pass
+    try:
+        rc, out, err = host.run(argv, timeout=res.get('timeout', 30))
+    finally:
+        for d in made:
+            try:
+                os.rmdir(host.path(d))
+            except OSError:
+                pass
     what = res.get('program') or argv[0]
     if rc is None:
         return result(ABSENT, '%s not installed (%s not found)' % (what, argv[0]))
@@ -468,6 +485,13 @@ def check_command(res, host):
     reasons = []
     if parse == 'kv':
         data = parse_kv(out)
+        for key, allowed in sorted((res.get('expect_within') or {}).items()):
+            have = data.get(key.lower())
+            extra = [v for v in ','.join(have or []).split(',') if v and v not in allowed]
+            if have is None:
+                reasons.append('%s: %s not set' % (what, key))
+            elif extra:
+                reasons.append('%s: %s offers %s, not in the wanted list' % (what, key, ','.join(extra)))
         for key, wanted in sorted((res.get('expect') or {}).items()):
             have = data.get(key.lower())
             wanted_list = wanted if isinstance(wanted, list) else [wanted]
@@ -495,6 +519,35 @@ def check_command(res, host):
         for pattern in res.get('match') or []:
             if not re.search(pattern, out, re.M):
                 reasons.append('%s: output lacks %s' % (what, pattern))
+    return result(DRIFT if reasons else OK, *reasons)
+
+
+def check_authorized_keys(res, host):
+    """The user's ~/.ssh/authorized_keys holds every wanted key (and, exclusive, no other)."""
+    user = res['user']
+    try:
+        home = pwd.getpwnam(user).pw_dir
+    except KeyError:
+        return result(ABSENT, 'user %s does not exist' % user)
+    path = os.path.join(home, '.ssh', 'authorized_keys')
+    try:
+        text = host.read_bytes(path).decode('utf-8', 'replace')
+    except (IOError, OSError):
+        return result(ABSENT, '%s does not exist' % path)
+    have = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith('#')]
+    def key_of(line):
+        parts = line.split()
+        for i, p in enumerate(parts):
+            if p.startswith(('ssh-', 'ecdsa-', 'sk-')) and i + 1 < len(parts):
+                return p + ' ' + parts[i + 1]
+        return line
+    have_keys = set(key_of(l) for l in have)
+    want_keys = [key_of(k) for k in res.get('keys') or []]
+    reasons = ['%s lacks the key %s...' % (path, k[:40]) for k in want_keys if k not in have_keys]
+    if res.get('exclusive'):
+        extra = sorted(k for k in have_keys if k not in want_keys)
+        if extra:
+            reasons.append('%s has %d key(s) not listed (exclusive): %s' % (path, len(extra), ', '.join(e[:40] + '...' for e in extra)))
     return result(DRIFT if reasons else OK, *reasons)
 
 
@@ -639,6 +692,7 @@ CHECKS = {
     'grub': check_grub,
     'apt_sources': check_apt_sources,
     'nvidia_family': check_nvidia_family,
+    'authorized_keys': check_authorized_keys,
 }
 
 
