@@ -109,7 +109,8 @@ class RoleContext(object):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(('roles', 'probe', 'facts', 'record', 'fail_on_error', 'resources', 'variables'))
+    _VALID_ARGS = frozenset(('roles', 'probe', 'facts', 'record', 'fail_on_error', 'resources', 'variables',
+                             'verify'))
     _requires_connection = True
 
     # -- helpers ---------------------------------------------------------------------------
@@ -162,7 +163,8 @@ class ActionModule(ActionBase):
         if unknown:
             raise AnsibleActionFail('rigkeeper_roles names roles rigkeeper does not have: %s (known: %s)'
                                     % (', '.join(unknown), ', '.join(rigkeeper_wanted.ROLES)))
-        do_probe = bool(args.get('probe', True))
+        verify = bool(args.get('verify', False))
+        do_probe = bool(args.get('probe', True)) or verify
         facts_mode = args.get('facts', 'auto')
         fail_on_error = bool(args.get('fail_on_error', not do_probe))
 
@@ -269,4 +271,19 @@ class ActionModule(ActionBase):
                 result['diff'] = diffs
         drifted = sorted(r for r, s in state.items() if s['status'] in ('drift', 'error'))
         result['msg'] = ('drift: %s' % ', '.join(drifted)) if drifted else 'no drift'
+        if verify:
+            # After a role applied its state: everything must now be as wanted, except what only a
+            # reboot or the loaded driver brings (reported, not failed).
+            pending_ids = set(r['id'] for c in compiled.values() for r in c['resources'] if r.get('pending'))
+            left = [(role, f) for role, s in sorted(state.items()) for f in s['findings']
+                    if f['status'] not in ('ok', 'warn') and f.get('id') not in pending_ids]
+            pending = [f for s in state.values() for f in s['findings'] if f.get('id') in pending_ids]
+            result['pending'] = ['%s: %s' % (f['label'], '; '.join(f['reasons'])) for f in pending]
+            if left:
+                raise AnsibleActionFail(
+                    'applied, but the probe still finds: %s' % ' | '.join(
+                        '%s %s: %s' % (role, f['label'], '; '.join(f['reasons'])) for role, f in left),
+                    result=result)
+            result['msg'] = 'verified%s' % ((' (waiting for a reboot or the driver: %s)' % '; '.join(result['pending']))
+                                            if pending else '')
         return result

@@ -64,8 +64,8 @@ class Wanted(object):
     def unit(self, key, name, label=None, **spec):
         return self.add(key, 'unit', label or 'unit %s' % name, name=name, **spec)
 
-    def fact(self, key, label, check, severity=None, **params):
-        return self.add(key, 'fact', label, check=check, severity=severity, params=params)
+    def fact(self, key, label, check, severity=None, pending=None, **params):
+        return self.add(key, 'fact', label, check=check, severity=severity, pending=pending, params=params)
 
     def as_dict(self):
         return {'role': self.role, 'resources': self.resources, 'data': self.data,
@@ -131,7 +131,7 @@ def compile_kernel_params(ctx):
                            {'variable': 'GRUB_CMDLINE_LINUX', 'args_present': [], 'args_absent': linux_absent}],
               repeatable_keys=v('__kernel_params_repeatable_keys'), grub_cfg=v('__kernel_params_grub_cfg'),
               absent_all=absent)
-        w.fact('running_cmdline', 'the running kernel has the wanted arguments', 'cmdline',
+        w.fact('running_cmdline', 'the running kernel has the wanted arguments', 'cmdline', pending=True,
                present=args['present'], absent=absent)
     if _bool(v('kernel_params_acs_disable')):
         for name in v('__kernel_params_acs_packages'):
@@ -151,7 +151,7 @@ def compile_kernel_params(ctx):
 # ------------------------------------------------------------------------------------------------
 # gpu_power
 # ------------------------------------------------------------------------------------------------
-def persistence_resources(w, ctx, prefix=''):
+def persistence_resources(w, ctx, prefix='', pending=None):
     """nvidia-persistenced with persistence mode on: the drop-in, the unit at boot and running, and
     every GPU in persistence mode. Shared by nvidia_driver and gpu_power (the same wanted state)."""
     dropin = '/etc/systemd/system/nvidia-persistenced.service.d/50-rigkeeper-persistence.conf'
@@ -159,15 +159,17 @@ def persistence_resources(w, ctx, prefix=''):
            match=[r'^ExecStart=$', r'^ExecStart=\S+.* --persistence-mode( |$)'],
            not_match=[r'^ExecStart=.*--no-persistence-mode'])
     w.unit(prefix + 'persistenced', 'nvidia-persistenced.service', 'nvidia-persistenced at boot and running',
-           enabled=True, active=True)
-    w.fact(prefix + 'persistence_mode', 'persistence mode on for every GPU', 'persistence')
+           enabled=True, active=True, pending=pending)
+    w.fact(prefix + 'persistence_mode', 'persistence mode on for every GPU', 'persistence', pending=pending)
 
 
 def compile_gpu_power(ctx):
     w = Wanted('gpu_power')
     v = ctx.v
+    gpus = v('nvidia_gpu') or {}
     if _bool(v('gpu_power_persistence')):
-        persistence_resources(w, ctx)
+        # Without a GPU answering (a driver that waits for its reboot) persistence waits too.
+        persistence_resources(w, ctx, pending=True if not gpus.get('present') else None)
     if not _bool(v('gpu_power_limits_enabled')):
         for key, var in (('apt_hook', '__gpu_power_apt_hook_path'), ('unit_file', '__gpu_power_unit_path'),
                          ('conf', '__gpu_power_conf_path'), ('script', '__gpu_power_script_path')):
@@ -183,10 +185,10 @@ def compile_gpu_power(ctx):
                content=ctx.render('99rigkeeper-gpu-power.j2'))
     else:
         w.absent('apt_hook', 'no apt hook', v('__gpu_power_apt_hook_path'))
-    gpus = v('nvidia_gpu') or {}
     if not gpus.get('present'):
         w.data['plan'] = None
-        w.fact('limits', 'power limits applied', 'no_gpu', error=gpus.get('error') or 'nvidia-smi not available')
+        w.fact('limits', 'power limits applied', 'no_gpu', pending=True,
+               error=gpus.get('error') or 'nvidia-smi not available')
         return w
     plan = v('__gpu_power_plan_wanted')
     ctx.set('__gpu_power_plan', plan)
@@ -273,10 +275,10 @@ def compile_nvidia_driver(ctx):
             names = v('nvidia_driver_headers_packages') or [v('__nvidia_driver_headers_meta')]
             for name in names:
                 w.package('headers_' + name, name, label='kernel headers %s (DKMS builds against them)' % name)
-        w.fact('driver_running', 'the installed driver is the one running', 'driver_running')
+        w.fact('driver_running', 'the installed driver is the one running', 'driver_running', pending=True)
         count = v('rigkeeper_expected_gpu_count') if 'rigkeeper_expected_gpu_count' in ctx.variables else None
         if count:
-            w.fact('gpu_count', '%s GPUs answer' % count, 'gpu_count', count=int(count))
+            w.fact('gpu_count', '%s GPUs answer' % count, 'gpu_count', pending=True, count=int(count))
         w.fact('reboot_required', 'no reboot the OS asks for', 'reboot_required', severity='warning')
     if _bool(v('nvidia_driver_nouveau_enabled')):
         w.file('nouveau_blacklist', 'nouveau blacklisted', v('nvidia_driver_nouveau_blacklist_path'),
@@ -286,12 +288,12 @@ def compile_nvidia_driver(ctx):
                    content=ctx.render('nvidia-modprobe.conf.j2'))
         else:
             w.absent('module_params', 'no NVIDIA module options', v('__nvidia_driver_modprobe_path'))
-        w.fact('nouveau_off', 'nouveau does not hold the GPUs', 'nouveau_off')
+        w.fact('nouveau_off', 'nouveau does not hold the GPUs', 'nouveau_off', pending=True)
     if _bool(v('nvidia_driver_persistence_enabled')) and _bool(v('nvidia_driver_persistence_mode')):
-        persistence_resources(w, ctx)
+        persistence_resources(w, ctx, pending=True)
     if _bool(v('nvidia_driver_fabricmanager_enabled')) and fabric:
         w.unit('fabricmanager', v('__nvidia_driver_fabricmanager_unit'), 'fabric manager enabled and running',
-               enabled=True, active=True)
+               enabled=True, active=True, pending=True)
     return w
 
 
@@ -414,7 +416,7 @@ def compile_container_toolkit(ctx, docker_policy):
         w.absent('udev_rule', 'no dev-char udev rule', v('__container_toolkit_udev_rule'))
     if cdi:
         w.file('cdi_spec', 'a CDI specification of the driver', v('container_toolkit_cdi_spec'),
-               mode=None, owner=None, group=None, or_paths=[v('__container_toolkit_cdi_refresh_spec')])
+               mode=None, owner=None, group=None, or_paths=[v('__container_toolkit_cdi_refresh_spec')], pending=True)
     return w
 
 # ------------------------------------------------------------------------------------------------
