@@ -284,6 +284,7 @@ ansible_facts:
 import glob
 import os
 import platform
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.rigkeeper_host import boot_kernel, build_host_facts, owned_paths
@@ -424,12 +425,17 @@ def gather_gpu_facts(module, nvswitch_devices):
         nvswitch=parsed['nvswitch'] or facts['nvswitch'],
         gpus=parsed['gpus'],
     )
-    # GPU work that a reboot or a driver change would kill (the reboot guard reads it).
-    facts['compute_apps'] = _matrix(module, [smi, '--query-compute-apps=gpu_bus_id,pid,process_name,used_memory',
-                                             '--format=csv,noheader,nounits'], parse_compute_apps)
+    # GPU work that a reboot or a driver change would kill (the reboot guard reads it), and the
+    # topology: independent reads, run side by side (each is a process start).
+    jobs = {'compute_apps': ([smi, '--query-compute-apps=gpu_bus_id,pid,process_name,used_memory',
+                              '--format=csv,noheader,nounits'], parse_compute_apps)}
     if module.params['gather_topology'] and parsed['count'] > 1:
-        facts['topology'] = _matrix(module, [smi, 'topo', '-m'], parse_topo_matrix)
-        facts['p2p_read'] = _matrix(module, [smi, 'topo', '-p2p', 'r'], parse_p2p_matrix)
+        jobs['topology'] = ([smi, 'topo', '-m'], parse_topo_matrix)
+        jobs['p2p_read'] = ([smi, 'topo', '-p2p', 'r'], parse_p2p_matrix)
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = dict((key, pool.submit(_matrix, module, argv, parser)) for key, (argv, parser) in jobs.items())
+    for key, future in futures.items():
+        facts[key] = future.result()
     return facts
 
 
@@ -521,27 +527,38 @@ def _lib_names(module):
     return names
 
 
-def gather_host_facts(module):
-    grub_cfg = _read(module.params['grub_cfg_path'])
-    kernels = _kernels()
+def _mok_texts(module):
     mokutil_text = _mokutil_text(module)
     mok_test = None
     if mokutil_text and 'secureboot enabled' in mokutil_text.lower() and os.path.exists(module.params['mok_key_path']):
         mokutil = _tool(module, 'mokutil')
         _rc, out, err = _run(module, [mokutil, '--test-key', module.params['mok_key_path']])
         mok_test = _output(out, err)
+    return mokutil_text, mok_test
+
+
+def gather_host_facts(module):
+    grub_cfg = _read(module.params['grub_cfg_path'])
+    kernels = _kernels()
     lib_paths = _lib_paths(module)
     nouveau_dir = os.path.join(module.params['sys_module_dir'], 'nouveau')
+    # The commands are independent reads, each a process start: side by side.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        mok = pool.submit(_mok_texts, module)
+        boot_module = pool.submit(_boot_module_text, module, boot_kernel(grub_cfg, kernels))
+        owned = pool.submit(_owned, module, lib_paths)
+        lspci = pool.submit(_lspci_text, module)
+    mokutil_text, mok_test = mok.result()
     return build_host_facts(
         kernel_release=_read(module.params['kernel_release_path']),
         grub_cfg=grub_cfg,
         kernels=kernels,
-        boot_module_text=_boot_module_text(module, boot_kernel(grub_cfg, kernels)),
+        boot_module_text=boot_module.result(),
         mok_test_text=mok_test,
         nouveau_loaded=os.path.isdir(nouveau_dir),
         nouveau_refcnt=_read(os.path.join(nouveau_dir, 'refcnt')),
         lib_paths=lib_paths,
-        owned=_owned(module, lib_paths),
+        owned=owned.result(),
         uninstaller=os.path.exists(HOST_PATHS['uninstaller']),
         reboot_required_pkgs=_read(HOST_PATHS['reboot_required_pkgs']),
         cpuinfo=_read(HOST_PATHS['cpuinfo']),
@@ -549,7 +566,7 @@ def gather_host_facts(module):
         cmdline=_read(module.params['cmdline_path']),
         iommu_entries=_listdir(HOST_PATHS['iommu_dir']),
         iommu_groups=_listdir(HOST_PATHS['iommu_groups_dir']),
-        lspci_text=_lspci_text(module),
+        lspci_text=lspci.result(),
         mokutil_text=mokutil_text,
         lib_names=_lib_names(module),
         module_version_text=_module_version_text(module),
@@ -583,12 +600,13 @@ def build_module():
 def main():
     module = build_module()
     nvswitch_devices = sorted(glob.glob(HOST_PATHS['nvswitch_glob']))
+    # GPU and host facts side by side: nvidia-smi's reads and the host's are independent.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        gpu = pool.submit(gather_gpu_facts, module, nvswitch_devices)
+        host = pool.submit(gather_host_facts, module)
     module.exit_json(
         changed=False,
-        ansible_facts=dict(
-            nvidia_gpu=gather_gpu_facts(module, nvswitch_devices),
-            rigkeeper_host=gather_host_facts(module),
-        ),
+        ansible_facts=dict(nvidia_gpu=gpu.result(), rigkeeper_host=host.result()),
     )
 
 
