@@ -501,80 +501,15 @@ def compile_role(role, ctx, policies=None):
 
 
 # ------------------------------------------------------------------------------------------------
-# Checks judged on the controller, from the facts the same call gathered.
+# Checks judged from the facts: module_utils/rigkeeper_probe.py (the host's self-audit uses them too).
 # ------------------------------------------------------------------------------------------------
-def _r(status, *reasons):
-    return {'status': status, 'reasons': [r for r in reasons if r]}
-
-
-def judge_fact(res, facts, policy):
-    """Result of a ``fact`` resource. ``facts``: {rigkeeper_host, nvidia_gpu}; ``policy``: the
-    rigkeeper_policy module (for the command line comparison)."""
-    host = facts.get('rigkeeper_host') or {}
-    gpu = facts.get('nvidia_gpu') or {}
-    check, p = res['check'], res.get('params') or {}
-    if check == 'cmdline':
-        if host.get('cmdline') is None:
-            return _r('error', 'the running kernel command line could not be read')
-        diff = policy.rk_cmdline_diff(host['cmdline'], {'present': p.get('present', []), 'absent': p.get('absent', [])})
-        if diff['in_sync']:
-            return _r('ok')
-        return _r('drift', 'the running kernel lacks %s%s (GRUB boots them after a reboot)'
-                  % (' '.join(diff['missing']) or 'nothing',
-                     (' and still runs %s' % ' '.join(diff['unwanted'])) if diff['unwanted'] else ''))
-    if check == 'acs_off':
-        acs = host.get('acs') or {}
-        if not acs.get('checked'):
-            return _r('warn', 'ACS could not be read (lspci -vvv needs root and pciutils)')
-        bridges = acs.get('enabled_bridges') or []
-        return _r('drift', 'ACS is on at %s' % ', '.join(bridges)) if bridges else _r('ok')
-    if check == 'no_gpu':
-        return _r('drift', 'no GPU answers (%s): the power limits cannot be applied' % p.get('error'))
-    if check == 'power_limits':
-        if not gpu.get('present'):
-            return _r('drift', 'no GPU answers (%s)' % (gpu.get('error') or 'nvidia-smi not available'))
-        have = dict((g['bus_id'].upper(), g.get('power_limit_w')) for g in gpu.get('gpus') or [])
-        reasons = []
-        for bus, watts in sorted(p.get('limits', {}).items()):
-            if bus not in have:
-                reasons.append('GPU %s is missing' % bus)
-            elif have[bus] is None or abs(float(have[bus]) - float(watts)) > 0.01:
-                reasons.append('GPU %s at %s W, wanted %s W' % (bus, have[bus], watts))
-        return _r('drift' if reasons else 'ok', *reasons)
-    if check == 'persistence':
-        if not gpu.get('present'):
-            return _r('drift', 'no GPU answers (%s)' % (gpu.get('error') or 'nvidia-smi not available'))
-        off = [g['bus_id'] for g in gpu.get('gpus') or [] if g.get('persistence_mode') is not True]
-        return _r('drift', 'persistence mode off on %s' % ', '.join(off)) if off else _r('ok')
-    if check == 'driver_running':
-        if not gpu.get('present'):
-            return _r('drift', 'the driver does not answer: %s' % (gpu.get('error') or 'nvidia-smi not available'))
-        if host.get('driver_mismatch'):
-            return _r('drift', 'driver %s installed but %s running: a reboot is pending'
-                      % (host.get('driver_installed_version'), host.get('driver_running_version')))
-        return _r('ok')
-    if check == 'gpu_count':
-        want = p.get('count')
-        have = gpu.get('count') or 0
-        if want and have != want:
-            return _r('drift', '%d GPU(s) answer, %d expected' % (have, want))
-        return _r('ok')
-    if check == 'driver_absent':
-        if host.get('driver_installed_version'):
-            return _r('drift', 'driver %s is installed, wanted absent' % host['driver_installed_version'])
-        return _r('ok')
-    if check == 'nouveau_off':
-        nouveau = host.get('nouveau') or {}
-        if nouveau.get('loaded'):
-            return _r('drift', 'nouveau is loaded%s: the NVIDIA driver cannot take the GPUs before a reboot'
-                      % (' and in use (the console)' if nouveau.get('in_use') else ''))
-        return _r('ok')
-    if check == 'reboot_required':
-        if host.get('reboot_required_file'):
-            return _r('warn', 'the OS asks for a reboot (%s)' % (', '.join(host.get('reboot_required_pkgs') or [])
-                                                                  or '/var/run/reboot-required'))
-        return _r('ok')
-    return _r('error', 'unknown fact check %r' % check)
+def judge_fact(res, facts, policy=None):
+    """Result of a ``fact`` resource (``policy`` is accepted for older callers and not used)."""
+    try:
+        from ansible.module_utils.rigkeeper_probe import judge_fact as judge
+    except ImportError:  # the action plugin puts module_utils/ on sys.path
+        from rigkeeper_probe import judge_fact as judge
+    return judge(res, facts)
 
 
 class FilterModule(object):

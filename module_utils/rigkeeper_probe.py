@@ -681,6 +681,120 @@ def check_nvidia_family(res, host):
     return result(status, *reasons)
 
 
+# ------------------------------------------------------------------------------------------------
+# Checks judged from the facts (on the controller, or by the host's self-audit).
+# ------------------------------------------------------------------------------------------------
+def _r(status, *reasons):
+    return {'status': status, 'reasons': [r for r in reasons if r]}
+
+
+def judge_fact(res, facts):
+    """Result of a ``fact`` resource. ``facts``: {rigkeeper_host, nvidia_gpu}."""
+    host = facts.get('rigkeeper_host') or {}
+    gpu = facts.get('nvidia_gpu') or {}
+    check, p = res['check'], res.get('params') or {}
+    if check == 'cmdline':
+        if host.get('cmdline') is None:
+            return _r('error', 'the running kernel command line could not be read')
+        diff = cmdline_diff(host['cmdline'], p.get('present', []), p.get('absent', []))
+        if diff['in_sync']:
+            return _r('ok')
+        return _r('drift', 'the running kernel lacks %s%s (GRUB boots them after a reboot)'
+                  % (' '.join(diff['missing']) or 'nothing',
+                     (' and still runs %s' % ' '.join(diff['unwanted'])) if diff['unwanted'] else ''))
+    if check == 'acs_off':
+        acs = host.get('acs') or {}
+        if not acs.get('checked'):
+            return _r('warn', 'ACS could not be read (lspci -vvv needs root and pciutils)')
+        bridges = acs.get('enabled_bridges') or []
+        return _r('drift', 'ACS is on at %s' % ', '.join(bridges)) if bridges else _r('ok')
+    if check == 'no_gpu':
+        return _r('drift', 'no GPU answers (%s): the power limits cannot be applied' % p.get('error'))
+    if check == 'power_limits':
+        if not gpu.get('present'):
+            return _r('drift', 'no GPU answers (%s)' % (gpu.get('error') or 'nvidia-smi not available'))
+        have = dict((g['bus_id'].upper(), g.get('power_limit_w')) for g in gpu.get('gpus') or [])
+        reasons = []
+        for bus, watts in sorted(p.get('limits', {}).items()):
+            if bus not in have:
+                reasons.append('GPU %s is missing' % bus)
+            elif have[bus] is None or abs(float(have[bus]) - float(watts)) > 0.01:
+                reasons.append('GPU %s at %s W, wanted %s W' % (bus, have[bus], watts))
+        return _r('drift' if reasons else 'ok', *reasons)
+    if check == 'persistence':
+        if not gpu.get('present'):
+            return _r('drift', 'no GPU answers (%s)' % (gpu.get('error') or 'nvidia-smi not available'))
+        off = [g['bus_id'] for g in gpu.get('gpus') or [] if g.get('persistence_mode') is not True]
+        return _r('drift', 'persistence mode off on %s' % ', '.join(off)) if off else _r('ok')
+    if check == 'driver_running':
+        if not gpu.get('present'):
+            return _r('drift', 'the driver does not answer: %s' % (gpu.get('error') or 'nvidia-smi not available'))
+        if host.get('driver_mismatch'):
+            return _r('drift', 'driver %s installed but %s running: a reboot is pending'
+                      % (host.get('driver_installed_version'), host.get('driver_running_version')))
+        return _r('ok')
+    if check == 'gpu_count':
+        want = p.get('count')
+        have = gpu.get('count') or 0
+        if want and have != want:
+            return _r('drift', '%d GPU(s) answer, %d expected' % (have, want))
+        return _r('ok')
+    if check == 'driver_absent':
+        if host.get('driver_installed_version'):
+            return _r('drift', 'driver %s is installed, wanted absent' % host['driver_installed_version'])
+        return _r('ok')
+    if check == 'nouveau_off':
+        nouveau = host.get('nouveau') or {}
+        if nouveau.get('loaded'):
+            return _r('drift', 'nouveau is loaded%s: the NVIDIA driver cannot take the GPUs before a reboot'
+                      % (' and in use (the console)' if nouveau.get('in_use') else ''))
+        return _r('ok')
+    if check == 'reboot_required':
+        if host.get('reboot_required_file'):
+            return _r('warn', 'the OS asks for a reboot (%s)' % (', '.join(host.get('reboot_required_pkgs') or [])
+                                                                  or '/var/run/reboot-required'))
+        return _r('ok')
+    return _r('error', 'unknown fact check %r' % check)
+
+# Keys the kernel reads several times (console=tty1 console=ttyS0): every value counts.
+CMDLINE_MULTI_VALUED = ('console',)
+
+
+def _cmdline_args(cmdline):
+    args = {}
+    for token in (cmdline or '').split():
+        key, sep, value = token.partition('=')
+        args.setdefault(key, []).append(value if sep else None)
+    return args
+
+
+def _cmdline_has(args, key, value):
+    values = args.get(key)
+    if not values:
+        return False
+    return value in values if key in CMDLINE_MULTI_VALUED else values[-1] == value
+
+
+def cmdline_diff(cmdline, present=(), absent=()):
+    """The running command line against the wanted arguments: {in_sync, missing, unwanted}. A
+    repeated key counts by its last value (the kernel's rule), except console (every value)."""
+    args = _cmdline_args(cmdline)
+    missing, unwanted = [], []
+    for arg in present or []:
+        key, sep, value = str(arg).partition('=')
+        if key not in args or (sep and not _cmdline_has(args, key, value)):
+            missing.append(arg)
+    for arg in absent or []:
+        key, sep, value = str(arg).partition('=')
+        if sep:
+            if _cmdline_has(args, key, value):
+                unwanted.append(arg)
+        elif key in args:
+            last = args[key][-1]
+            unwanted.append(arg if last is None else '%s=%s' % (key, last))
+    return {'in_sync': not missing and not unwanted, 'missing': missing, 'unwanted': unwanted}
+
+
 CHECKS = {
     'file': check_file,
     'directory': check_directory,

@@ -157,3 +157,18 @@ def test_fact_checks(res, facts, status, reason):
     assert got["status"] == status, got
     if reason:
         assert reason in " ".join(got["reasons"])
+
+
+@pytest.mark.parametrize("cmdline,present,absent", [
+    ("ro quiet iommu=pt", ["iommu=pt"], []),
+    ("ro quiet iommu=on iommu=pt", ["iommu=pt"], ["intel_iommu"]),
+    ("console=tty1 console=ttyS0 iommu=pt", ["console=ttyS0"], ["nomodeset"]),
+    ("ro nomodeset amd_iommu=off", ["iommu=pt", "amd_iommu=off"], ["nomodeset", "mitigations=off"]),
+    ("", ["iommu=pt"], ["quiet"]),
+])
+def test_the_host_side_cmdline_check_agrees_with_the_policy(cmdline, present, absent):
+    """The probe's (module_utils, also the host's self-audit) and the policy's comparison of the
+    running command line are one rule in two places: they must agree."""
+    from ansible.module_utils.rigkeeper_probe import cmdline_diff
+    assert cmdline_diff(cmdline, present, absent) == rigkeeper_policy.rk_cmdline_diff(
+        cmdline, {"present": present, "absent": absent})
