@@ -60,6 +60,18 @@ GPU_FACTS_ARGS = {
 }
 
 
+def _version():
+    """rigkeeper's version (pyproject.toml), written into the host's record."""
+    try:
+        with open(os.path.join(_REPO, 'pyproject.toml'), encoding='utf-8') as handle:
+            for line in handle:
+                if line.startswith('version'):
+                    return line.split('=', 1)[1].strip().strip('"\'')
+    except OSError:
+        pass
+    return 'unknown'
+
+
 def _trust(value):
     if isinstance(value, str):
         return trust_as_template(value)
@@ -212,8 +224,10 @@ class ActionModule(ActionBase):
                                                 'reasons': [u['message']]} for u in unknown],
                                   'counts': {'error' if variables == 'fail' else 'warn': len(unknown)}}
         if args.get('record'):
+            managed = [r for r in rigkeeper_wanted.ROLES if r in roles]
+            whole = all(r in compiled for r in managed)
             compiled['record'] = rigkeeper_wanted.compile_record(
-                [r for r in rigkeeper_wanted.ROLES if r in roles]).as_dict()
+                managed, compiled if whole else None, _version()).as_dict()
         t_compile = time.time()
 
         results = {}
@@ -234,8 +248,10 @@ class ActionModule(ActionBase):
                             results[r['id']] = rigkeeper_wanted.judge_fact(r, facts, rigkeeper_policy)
                         except Exception as exc:
                             results[r['id']] = {'status': 'error', 'reasons': ['%s: %s' % (r['label'], exc)]}
-                        if r.get('severity') == 'warning' and results[r['id']]['status'] not in ('ok', 'error'):
-                            results[r['id']]['status'] = 'warn'
+                    # A warning resource never drifts: what it finds is reported only.
+                    got = results.get(r['id'])
+                    if r.get('severity') == 'warning' and got and got['status'] not in ('ok', 'error'):
+                        got['status'] = 'warn'
             for role, c in compiled.items():
                 findings, counts = [], {}
                 for r in c['resources']:

@@ -26,8 +26,10 @@ import json
 
 # Roles the playbooks know, in the order site.yml applies them.
 ROLES = ('nvidia_driver', 'cuda_toolkit', 'container_toolkit', 'kernel_params', 'gpu_power', 'headless', 'ssh')
-# Where the host's record of what rigkeeper manages lives (playbooks/site.yml writes it).
+# Where the host's record of what rigkeeper manages lives (playbooks/site.yml writes it), and the
+# compiled wanted state it was converged to (the host's own self-audit compares against it).
 RECORD_PATH = '/etc/rigkeeper/managed.json'
+WANTED_PATH = '/etc/rigkeeper/wanted.json'
 
 
 class CompileError(Exception):
@@ -274,7 +276,9 @@ def compile_nvidia_driver(ctx):
         if module_plan['modules'] == 'dkms' and _bool(v('nvidia_driver_install_headers')):
             names = v('nvidia_driver_headers_packages') or [v('__nvidia_driver_headers_meta')]
             for name in names:
+                # A warning: an archive that no longer offers them is reported by the role, not failed.
                 w.package('headers_' + name, name, label='kernel headers %s (DKMS builds against them)' % name)
+                w.resources[-1]['severity'] = 'warning'
         w.fact('driver_running', 'the installed driver is the one running', 'driver_running', pending=True)
         count = v('rigkeeper_expected_gpu_count') if 'rigkeeper_expected_gpu_count' in ctx.variables else None
         if count:
@@ -468,10 +472,21 @@ def record_content(roles):
     return json.dumps({'roles': list(roles)}, indent=4) + '\n'
 
 
-def compile_record(roles):
+def wanted_content(roles, compiled, version):
+    """The compiled wanted state of the managed roles, as the host keeps it (sorted, stable)."""
+    resources = [r for role in roles for r in (compiled.get(role) or {}).get('resources', [])]
+    return json.dumps({'rigkeeper_version': version, 'roles': list(roles), 'resources': resources},
+                      indent=1, sort_keys=True) + '\n'
+
+
+def compile_record(roles, compiled=None, version='unknown'):
+    """The host's record: the managed roles, and (with ``compiled``) their wanted state, root-only."""
     w = Wanted('record')
     w.file('managed', "the host's record of the roles rigkeeper manages", RECORD_PATH,
            content=record_content(roles))
+    if compiled is not None:
+        w.file('wanted', 'the wanted state the host was converged to (for its self-audit)', WANTED_PATH,
+               content=wanted_content(roles, compiled, version), mode='0600')
     return w
 
 
