@@ -252,19 +252,33 @@ class ActionModule(ActionBase):
                     got = results.get(r['id'])
                     if r.get('severity') == 'warning' and got and got['status'] not in ('ok', 'error'):
                         got['status'] = 'warn'
+            # What only a reboot brings (the driver installed but not running, the kernel's command
+            # line, the OS's own request) is the "reboot" check's warning, not the role's drift.
+            reboot = []
             for role, c in compiled.items():
                 findings, counts = [], {}
                 for r in c['resources']:
                     got = results.get(r['id'], {'status': 'error', 'reasons': ['no result']})
                     counts[got['status']] = counts.get(got['status'], 0) + 1
-                    if got['status'] != 'ok':
-                        finding = {'id': r['id'], 'label': r['label'], 'status': got['status'],
-                                   'reasons': got.get('reasons') or []}
-                        if got.get('diff') and self._task.diff:
-                            finding['diff'] = got['diff']
-                        findings.append(finding)
+                    if got['status'] == 'ok':
+                        continue
+                    finding = {'id': r['id'], 'label': r['label'], 'status': got['status'],
+                               'reasons': got.get('reasons') or []}
+                    if got.get('diff') and self._task.diff:
+                        finding['diff'] = got['diff']
+                    if r.get('reboot') and got['status'] != 'error':
+                        reboot.append(dict(finding, status='warn', label='%s: %s' % (role, r['label']),
+                                           rigkeeper=r['reboot'] is True))
+                        continue
+                    findings.append(finding)
                 worst = max([f['status'] for f in findings] or ['ok'], key=lambda s: SEVERITY.get(s, 4))
                 state[role] = {'status': {'absent': 'drift'}.get(worst, worst), 'findings': findings, 'counts': counts}
+            # Roles not probed now keep what an earlier probe of the play found.
+            earlier = ((task_vars.get('rigkeeper_state') or {}).get('reboot') or {}).get('findings') or []
+            reboot = [f for f in earlier if f['id'].split('/', 1)[0] not in compiled] + reboot
+            state['reboot'] = {'status': 'warn' if reboot else 'ok', 'findings': reboot,
+                               'counts': {'warn': len(reboot)} if reboot else {'ok': 1},
+                               'pending': [f['label'] + ': ' + '; '.join(f['reasons']) for f in reboot if f['rigkeeper']]}
 
         wanted = dict(task_vars.get('rigkeeper_wanted') or {})
         wanted.update((role, dict(res=c['res'], data=c['data'])) for role, c in compiled.items())
@@ -293,7 +307,8 @@ class ActionModule(ActionBase):
             pending_ids = set(r['id'] for c in compiled.values() for r in c['resources'] if r.get('pending'))
             left = [(role, f) for role, s in sorted(state.items()) for f in s['findings']
                     if f['status'] not in ('ok', 'warn') and f.get('id') not in pending_ids]
-            pending = [f for s in state.values() for f in s['findings'] if f.get('id') in pending_ids]
+            pending = [f for s in state.values() for f in s['findings']
+                       if f.get('id') in pending_ids and f['id'].split('/', 1)[0] in compiled]
             result['pending'] = ['%s: %s' % (f['label'], '; '.join(f['reasons'])) for f in pending]
             if left:
                 raise AnsibleActionFail(

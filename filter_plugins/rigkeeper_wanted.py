@@ -66,8 +66,12 @@ class Wanted(object):
     def unit(self, key, name, label=None, **spec):
         return self.add(key, 'unit', label or 'unit %s' % name, name=name, **spec)
 
-    def fact(self, key, label, check, severity=None, pending=None, **params):
-        return self.add(key, 'fact', label, check=check, severity=severity, pending=pending, params=params)
+    def fact(self, key, label, check, severity=None, pending=None, reboot=None, **params):
+        """A check of the facts. ``reboot``: what it finds waits for a reboot (the audit reports it
+        under "reboot" as a warning, and site.yml reboots for it); ``pending``: after the role ran,
+        it may still wait for a reboot or the loaded driver (verify does not fail on it)."""
+        return self.add(key, 'fact', label, check=check, severity=severity, pending=pending, reboot=reboot,
+                        params=params)
 
     def as_dict(self):
         return {'role': self.role, 'resources': self.resources, 'data': self.data,
@@ -133,7 +137,7 @@ def compile_kernel_params(ctx):
                            {'variable': 'GRUB_CMDLINE_LINUX', 'args_present': [], 'args_absent': linux_absent}],
               repeatable_keys=v('__kernel_params_repeatable_keys'), grub_cfg=v('__kernel_params_grub_cfg'),
               absent_all=absent)
-        w.fact('running_cmdline', 'the running kernel has the wanted arguments', 'cmdline', pending=True,
+        w.fact('running_cmdline', 'the running kernel has the wanted arguments', 'cmdline', pending=True, reboot=True,
                present=args['present'], absent=absent)
     if _bool(v('kernel_params_acs_disable')):
         for name in v('__kernel_params_acs_packages'):
@@ -279,11 +283,12 @@ def compile_nvidia_driver(ctx):
                 # A warning: an archive that no longer offers them is reported by the role, not failed.
                 w.package('headers_' + name, name, label='kernel headers %s (DKMS builds against them)' % name)
                 w.resources[-1]['severity'] = 'warning'
-        w.fact('driver_running', 'the installed driver is the one running', 'driver_running', pending=True)
+        w.fact('driver_running', 'the installed driver is the one running', 'driver_running', pending=True,
+               reboot=True)
         count = v('rigkeeper_expected_gpu_count') if 'rigkeeper_expected_gpu_count' in ctx.variables else None
         if count:
             w.fact('gpu_count', '%s GPUs answer' % count, 'gpu_count', pending=True, count=int(count))
-        w.fact('reboot_required', 'no reboot the OS asks for', 'reboot_required', severity='warning')
+        w.fact('reboot_required', 'no reboot the OS asks for', 'reboot_required', severity='warning', reboot='os')
     if _bool(v('nvidia_driver_nouveau_enabled')):
         w.file('nouveau_blacklist', 'nouveau blacklisted', v('nvidia_driver_nouveau_blacklist_path'),
                content=ctx.render('blacklist-nouveau.conf.j2'))
@@ -292,7 +297,7 @@ def compile_nvidia_driver(ctx):
                    content=ctx.render('nvidia-modprobe.conf.j2'))
         else:
             w.absent('module_params', 'no NVIDIA module options', v('__nvidia_driver_modprobe_path'))
-        w.fact('nouveau_off', 'nouveau does not hold the GPUs', 'nouveau_off', pending=True)
+        w.fact('nouveau_off', 'nouveau does not hold the GPUs', 'nouveau_off', pending=True, reboot=True)
     if _bool(v('nvidia_driver_persistence_enabled')) and _bool(v('nvidia_driver_persistence_mode')):
         persistence_resources(w, ctx, pending=True)
     if _bool(v('nvidia_driver_fabricmanager_enabled')) and fabric:
