@@ -480,7 +480,7 @@ def record_content(roles):
 def wanted_content(roles, compiled, version):
     """The compiled wanted state of the managed roles, as the host keeps it (sorted, stable)."""
     resources = [r for role in roles for r in (compiled.get(role) or {}).get('resources', [])]
-    return json.dumps({'rigkeeper_version': version, 'roles': list(roles), 'resources': resources},
+    return json.dumps({'writer': 'rigkeeper', 'version': version, 'roles': list(roles), 'resources': resources},
                       indent=1, sort_keys=True) + '\n'
 
 
