@@ -272,7 +272,7 @@ POLICY = {
     # Package families.
     'packages': {
         'family': {
-            'patterns': ['nvidia-*', 'libnvidia-*', 'cuda-drivers*', 'xserver-xorg-video-nvidia-*'],
+            'patterns': ['nvidia-*', 'libnvidia-*', 'cuda-drivers*', 'xserver-xorg-video-nvidia*'],
             'source': _SRC_PKG_UBUNTU + '; ' + _SRC_PKG_CUDA,
         },
         'family_ubuntu': {
@@ -1190,6 +1190,7 @@ def rk_driver_packages(branch, source, flavor='proprietary', distro='ubuntu', se
         raise _err(f"source {source!r} is not 'ubuntu' (Ubuntu archive), 'cuda' (NVIDIA CUDA repo) "
                    "or 'debian' (Debian non-free)")
 
+    patterns = list(dict.fromkeys(patterns))
     following = list(table['kernel_following']['patterns'])
 
     def _follows(name):

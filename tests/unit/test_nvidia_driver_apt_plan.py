@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "roles", 
 
 import nvidia_driver_apt_plan as plan  # noqa: E402
 
-FAMILY = ["nvidia-*", "libnvidia-*", "cuda-drivers*", "xserver-xorg-video-nvidia-*"]
+FAMILY = ["nvidia-*", "libnvidia-*", "cuda-drivers*", "xserver-xorg-video-nvidia*"]
 EXCLUDE = ["nvidia-container-*", "libnvidia-container*"]
 
 
@@ -74,7 +74,7 @@ def test_block_globs_name_every_other_branch_and_never_this_one(name, blocked):
 
 def test_preferences_pin_the_upstream_version_and_block_others_with_a_glob_list():
     text = plan.render_preferences(FAMILY, plan.pin_glob("580.95.05-0ubuntu0.24.04.1"), "580", ["535", "550"])
-    assert "Package: nvidia-* libnvidia-* cuda-drivers* xserver-xorg-video-nvidia-*\n" \
+    assert "Package: nvidia-* libnvidia-* cuda-drivers* xserver-xorg-video-nvidia*\n" \
            "Pin: version 580.95.05-*\nPin-Priority: 1001\n" in text
     assert text.index("Pin-Priority: 1001") < text.index("Pin-Priority: -1")
     block = [ln for ln in text.splitlines() if ln.startswith("Package:")][1]

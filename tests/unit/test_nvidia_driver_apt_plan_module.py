@@ -16,7 +16,7 @@ from ansible.module_utils.testing import patch_module_args
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "roles", "nvidia_driver", "library"))
 import nvidia_driver_apt_plan as plan  # noqa: E402
 
-FAMILY = ["nvidia-*", "libnvidia-*", "cuda-drivers*", "xserver-xorg-video-nvidia-*", "linux-modules-nvidia-*"]
+FAMILY = ["nvidia-*", "libnvidia-*", "cuda-drivers*", "xserver-xorg-video-nvidia*", "linux-modules-nvidia-*"]
 EXCLUDE = ["nvidia-container-*", "libnvidia-container*"]
 OLD, NEW = "580.82.07-0ubuntu0.24.04.1", "580.95.05-0ubuntu0.24.04.1"
 

@@ -153,7 +153,7 @@ EXAMPLES = r'''
   nvidia_driver_apt_plan:
     packages: [nvidia-driver-580-open]
     branch: "580"
-    family: [nvidia-*, libnvidia-*, cuda-drivers*, xserver-xorg-video-nvidia-*]
+    family: [nvidia-*, libnvidia-*, cuda-drivers*, xserver-xorg-video-nvidia*]
     exclude: [nvidia-container-*, libnvidia-container*]
   register: plan
 '''
