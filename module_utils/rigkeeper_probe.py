@@ -677,7 +677,10 @@ def check_nvidia_family(res, host):
         pin_text = host.read_bytes(res['preferences_path']).decode('utf-8', 'replace')
     except (IOError, OSError):
         pin_text = None
-    status, reasons = family_findings(res, found, pin_text)
+    rc, out, err = host.run(['apt-cache', 'pkgnames'])
+    if rc != 0:
+        return result(ERROR, 'apt-cache pkgnames failed: %s' % (err.strip() or rc))
+    status, reasons = family_findings(res, found, pin_text, out.split())
     return result(status, *reasons)
 
 

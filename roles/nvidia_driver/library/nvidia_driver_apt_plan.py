@@ -281,7 +281,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible.module_utils.rigkeeper_apt import (  # noqa: F401 (the unit tests use them from here too)
     split_version, _order, _compare_part, compare_versions, sort_versions, upstream_of,
-    version_branch, pin_glob, name_branch, in_family, block_globs, render_preferences,
+    version_branch, pin_glob, name_branch, in_family, block_globs, pin_names, render_preferences,
     parse_madison, parse_dpkg, already_installed, parse_simulation, describe, unmet_lines,
     unmet_other_branch, _driver_like, off_branch, version_named_leftovers, parse_show,
     kernel_following_version, released_status, family_after, PlanError, resolve, companion_version,
@@ -450,7 +450,12 @@ def run_module(module):
         name, _sep, ver = spec.partition('=')
         if ver and not is_following(name) and name not in params['pre_packages'] and ver not in pinned:
             pinned.append(ver)
-    preferences = render_preferences(family, pinned or [version], branch, params['other_branches'])
+    # The names the pin lists: every family name apt knows or dpkg has installed.
+    rc, out, err = module.run_command([apt_cache, 'pkgnames'])
+    if rc != 0:
+        module.fail_json(msg='apt-cache pkgnames failed: %s' % err.strip(), rc=rc, stdout=out, stderr=err)
+    known = set(out.split()) | set(p['name'] for p in family_installed)
+    preferences = render_preferences(family, pinned or [version], branch, params['other_branches'], known, exclude)
     result = dict(
         changed=False,
         version=version,
@@ -462,6 +467,7 @@ def run_module(module):
         install=install,
         preferences=preferences,
         block_globs=block_globs(family, params['other_branches']),
+        block_names=pin_names(known, family, exclude, branch, params['other_branches'])[1],
         installed_family=family_installed,
         installed_driver=installed_versions.get(main_pkg),
         remove=remove,
