@@ -17,6 +17,7 @@ what the kernel, the boot loader, the firmware and DKMS decide on a real GPU ser
   dkms-install --version V --type open|proprietary [--kernel K]...   (fake nvidia-dkms postinst)
   dkms-remove --version V                                            (its prerm)
   dkms-autoinstall KERNEL                                            (kernel/header postinst hooks)
+  depmod [KERNEL]              rewrite the stand-in of modules.dep (module packages' postinst/postrm)
   kernel-postinst KERNEL / kernel-postrm KERNEL / headers-postinst KERNEL   (fake linux-image/-headers)
 
 Nothing here loads a module on demand: the NVIDIA module is there at boot, or after an explicit
@@ -611,8 +612,22 @@ def dkms_build(version: str, kind: str, kernel: str) -> bool:
     for name in ("nvidia", "nvidia-uvm", "nvidia-modeset", "nvidia-drm"):
         write(f"/lib/modules/{kernel}/updates/dkms/{name}.ko", body.replace("name=nvidia", f"name={name}"))
         write(f"{DKMS}/{version}/{kernel}/x86_64/module/{name}.ko", body)
+    depmod(kernel)
     print(f"nvidia/{version}: built and installed for {kernel} ({kind}{', signed with the MOK' if signer else ''})")
     return True
+
+
+def depmod(kernel: str) -> None:
+    """What depmod's rewrite of /lib/modules/<kernel>/modules.dep tells a watcher (NVIDIA's
+    nvidia-cdi-refresh.path watches that file of the running kernel): the rig's kernels are
+    simulated, so the module lists of every kernel go to one file, STATE/modules.dep, rewritten
+    whenever a DKMS build or removal would run depmod."""
+    lines = []
+    for k in installed_kernels():
+        for p in sorted(glob.glob(path(f"/lib/modules/{k}/updates/dkms/*.ko")) +
+                        glob.glob(path(f"/lib/modules/{k}/kernel/nvidia-*/*.ko"))):
+            lines.append(f"{k}: {p[len(_root()):]}")
+    write(STATE + "/modules.dep", "\n".join(lines) + ("\n" if lines else ""))
 
 
 def dkms_install(argv: list[str]) -> int:
@@ -631,6 +646,7 @@ def dkms_remove(argv: list[str]) -> int:
         if ko and ko.get("version") == version:
             for name in ("nvidia", "nvidia-uvm", "nvidia-modeset", "nvidia-drm"):
                 remove(f"/lib/modules/{k}/updates/dkms/{name}.ko")
+            depmod(k)
     subprocess.run(["rm", "-rf", path(f"{DKMS}/{version}")], check=False)
     return 0
 
@@ -707,6 +723,7 @@ COMMANDS = {
     "dkms-install": dkms_install,
     "dkms-remove": dkms_remove,
     "dkms-autoinstall": dkms_autoinstall,
+    "depmod": lambda argv: depmod(argv[0] if argv else running_kernel() or "") or 0,
     "kernel-postinst": kernel_postinst,
     "kernel-postrm": kernel_postrm,
     "headers-postinst": headers_postinst,
