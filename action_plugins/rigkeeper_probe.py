@@ -27,7 +27,7 @@ import time
 from collections import ChainMap
 
 from ansible import constants as C
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
@@ -119,6 +119,22 @@ class RoleContext(object):
         return '' if out is None else to_text(out)
 
 
+# What a connection that never reached the host's Python prints (the docker connection returns the
+# daemon's error instead of raising; SSH's own failures are raised by the connection plugin).
+UNREACHABLE_TEXTS = ('No such container', 'is not running', 'Connection refused', 'Could not resolve hostname',
+                     'Connection timed out', 'No route to host', 'Permission denied (publickey')
+
+
+def looks_unreachable(res):
+    """True when a failed module result says the host was never reached."""
+    if res.get('unreachable'):
+        return True
+    if (res.get('module_stdout') or '').strip():
+        return False
+    text = '%s\n%s' % (res.get('module_stderr') or '', res.get('msg') or '')
+    return any(t in text for t in UNREACHABLE_TEXTS)
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(('roles', 'probe', 'facts', 'record', 'fail_on_error', 'resources', 'variables',
@@ -154,6 +170,11 @@ class ActionModule(ActionBase):
         args = dict((arg, ctx.v(var)) for arg, var in GPU_FACTS_ARGS.items())
         res = self._execute_module(module_name='nvidia_gpu_facts', module_args=args, task_vars=task_vars)
         if res.get('failed'):
+            if looks_unreachable(res):
+                # The first call on the host: a connection that never reached Python is the host's
+                # state (unreachable), not this probe's failure.
+                raise AnsibleConnectionFailure('host unreachable: %s' % (
+                    (res.get('module_stderr') or res.get('msg') or '').strip().splitlines() or ['no answer'])[-1])
             raise AnsibleActionFail('gathering the GPU and host facts failed: %s' % res.get('msg'), result=res)
         return res.get('ansible_facts') or {}
 

@@ -53,8 +53,9 @@ def test_a_fault_in_every_role_at_once_reports_every_role_with_its_own_findings(
     host.run_expect([0], "nvidia-smi -i 1 -pl 300")
     # headless: a sleep target unmasked
     host.run_expect([0], "systemctl unmask sleep.target")
-    # ssh: an earlier drop-in turns password logins on (sshd keeps the first value it reads)
-    host.run_expect([0], "printf 'PasswordAuthentication yes\\n' > /etc/ssh/sshd_config.d/000-local.conf")
+    # ssh: an earlier drop-in turns password logins on (00-local sorts before 00-rigkeeper; sshd keeps
+    # the first value it reads)
+    host.run_expect([0], "printf 'PasswordAuthentication yes\\n' > /etc/ssh/sshd_config.d/00-local.conf")
     # the host's record is gone
     host.run_expect([0], "rm /etc/rigkeeper/managed.json")
 
@@ -86,7 +87,7 @@ def test_a_fault_in_every_role_at_once_reports_every_role_with_its_own_findings(
 
     # Repair: the GRUB file by hand (site.yml would stop on it, as update-grub would), the rest by site.yml.
     host.run_expect([0], "mv /root/grub.saved %s" % GRUB)
-    host.run_expect([0], "rm /etc/ssh/sshd_config.d/000-local.conf")
+    host.run_expect([0], "rm /etc/ssh/sshd_config.d/00-local.conf")
     run = rk_testlib.playbook("playbooks/site.yml")
     assert run.returncode == 0, run.stdout[-4000:]
     res, summary = audit(tmp_path)
