@@ -436,7 +436,11 @@ class GrubCmdline(object):
         if running is None:
             pending = None
         elif self.state == 'present':
-            pending = reboot_pending(running, self.args_present, self.args_absent, self.repeatable_keys)
+            # A wanted argument missing or an unwanted one running, or one this change takes out of
+            # GRUB's line (a kernel_params_extra dropped) that the running kernel still has.
+            pending = (reboot_pending(running, self.args_present, self.args_absent, self.repeatable_keys)
+                       or (before is not None
+                           and reboot_pending_for_removal(running, kernel_args(before), kernel_args(after))))
         else:
             pending = reboot_pending_for_removal(
                 running, kernel_args(before) if before else [], kernel_args(after))

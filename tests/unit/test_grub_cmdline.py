@@ -535,6 +535,20 @@ def test_reboot_pending(host, run, running, args, pending):
     assert result['reboot_pending'] is pending
 
 
+def test_an_argument_taken_out_of_grub_that_still_runs_is_a_pending_reboot(host, run):
+    """kernel_params_extra dropped: the drop-in loses pcie_aspm=off, the running kernel still has it
+    (the site scenario's last run did not reboot for it)."""
+    host.write({'grub': 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'})
+    host.boot('BOOT_IMAGE=/vmlinuz ro quiet iommu=pt pcie_aspm=off')
+    first = run(args_present=['iommu=pt', 'pcie_aspm=off'], path=str(host.dropin))
+    assert first['changed'] and first['reboot_pending'] is False
+    second = run(args_present=['iommu=pt'], path=str(host.dropin))
+    assert second['changed'] and 'pcie_aspm=off' not in second['kernel_args']
+    assert second['reboot_pending'] is True
+    host.boot('BOOT_IMAGE=/vmlinuz ro quiet iommu=pt')
+    assert run(args_present=['iommu=pt'], path=str(host.dropin))['reboot_pending'] is False
+
+
 def test_reboot_pending_unknown_without_cmdline(host, run):
     host.write({'grub': 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'})
     result = run(args_present=['iommu=pt'])
