@@ -39,7 +39,9 @@ def test_the_family_stays_on_590_while_newer_branches_are_offered(host):
 
 
 def test_upgrade_driver_moves_the_whole_family_to_620(host, playbook):
-    run = playbook({"nvidia_driver_branch": "620"},
+    # The rig's wants as converge.yml gives them (a user's inventory would hold them), branch 620.
+    run = playbook({"rigkeeper_distro": "ubuntu", "nvidia_driver_source": "cuda", "nvidia_driver_branch": "620",
+                    "rigkeeper_expected_gpu_models": ["NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 4090"]},
                    name="/".join([__import__("os").environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks", "upgrade-driver.yml"]))
     assert run.returncode == 0, run.output[-4000:]
     pkgs = family(host)
