@@ -294,6 +294,15 @@ POLICY = {
                          'libgles-nvidia*', 'firmware-nvidia-*'],
             'source': "Debian's unversioned NVIDIA names (" + _SRC_PKG_DEBIAN + ')',
         },
+        # Family members Debian builds from their own source packages, each with its own version
+        # (nvidia-persistenced 535.171.04-1~deb12u1 beside nvidia-driver 535.309.01-0+deb12u1):
+        # never a leftover of another driver version there.
+        'versioned_apart_debian': {
+            'names': ['nvidia-persistenced', 'nvidia-settings', 'nvidia-xconfig', 'nvidia-modprobe'],
+            'source': "Debian's separate source packages nvidia-persistenced, nvidia-settings, nvidia-xconfig, "
+                      "nvidia-modprobe (packages.debian.org, bookworm; seen when Debian moved nvidia-driver to "
+                      "535.309.01 and kept nvidia-persistenced at 535.171.04)",
+        },
         'not_family': {
             'patterns': ['nvidia-container-*', 'libnvidia-container*', 'nvidia-docker*'],
             'source': _SRC_PKG_CTK + ': versioned apart from the driver',
@@ -1218,6 +1227,7 @@ def rk_driver_packages(branch, source, flavor='proprietary', distro='ubuntu', se
         'other_branches': [str(b) for b in sorted(_BRANCHES) if b != br],
         'unattended_blacklist': _blacklist(hold_patterns, not_family),
         'version_named': version_named,
+        'versioned_apart': list(table['versioned_apart_debian']['names']) if source == 'debian' else [],
         'warnings': warnings,
     }
 

@@ -272,7 +272,7 @@ def compile_nvidia_driver(ctx):
               version=v('nvidia_driver_version') or None, branch=str(decision['branch']),
               family=packages['pin_patterns'], exclude=packages['pin_exclude'],
               kernel_following=packages.get('kernel_following') or [], other_branches=packages['other_branches'],
-              preferences_path=pin_path)
+              versioned_apart=packages.get('versioned_apart') or [], preferences_path=pin_path)
         for name in extra:
             w.package('extra_' + name, name)
         w.file('unattended', 'unattended-upgrades leaves the driver alone', v('nvidia_driver_unattended_path'),

@@ -300,11 +300,14 @@ def _driver_like(version):
     return re.match(r'^\d{3,4}\.', upstream_of(version or '')) is not None
 
 
-def off_branch(family_installed, branch, upstream):
+def off_branch(family_installed, branch, upstream, versioned_apart=()):
     """Installed family packages that do not belong to this driver: named for another branch, or
-    on this branch (or unversioned, NVIDIA's 590+ names) at another driver version."""
+    on this branch (or unversioned, NVIDIA's 590+ names) at another driver version. Names in
+    ``versioned_apart`` carry their own version (Debian's nvidia-persistenced) and never count."""
     result = []
     for pkg in family_installed:
+        if pkg['name'].split(':', 1)[0] in versioned_apart:
+            continue
         named = pkg['branch']
         up = upstream_of(pkg['version'])
         if named is None:
@@ -469,7 +472,7 @@ def family_findings(res, packages, pin_text, names=()):
             reasons.append('%s %s is not driver %s' % (name, pkg['version'], upstream))
     family_installed = [dict(name=n, version=p['version'], branch=name_branch(n), selection=p.get('selection'))
                         for n, p in sorted(installed.items()) if in_family(n, family, exclude)]
-    stray = off_branch(family_installed, branch, upstream)
+    stray = off_branch(family_installed, branch, upstream, res.get('versioned_apart') or ())
     stray += ['%s (named for another version)' % n
               for n in version_named_leftovers(family_installed, branch, upstream)]
     if stray:

@@ -31,3 +31,28 @@ def test_a_pin_of_another_version_says_which():
     pin = render_preferences(FAMILY, ["580.82.07-0ubuntu0.24.04.1"], "580", ["535"], NAMES, EXCLUDE)
     status, reasons = family_findings(RES, PKGS, pin, NAMES)
     assert status == "drift" and "does not pin exactly %s (pins 580.82.07-0ubuntu0.24.04.1)" % V in reasons[0]
+
+
+def test_debians_separately_versioned_members_are_not_leftovers():
+    """Debian moved nvidia-driver to 535.309.01 and kept nvidia-persistenced (its own source) at
+    535.171.04: not another driver's leftover there; an unlisted unversioned name still is."""
+    from ansible.module_utils.rigkeeper_apt import off_branch
+    fam = [{"name": "nvidia-driver", "version": "535.309.01-0+deb12u1", "branch": None},
+           {"name": "nvidia-persistenced", "version": "535.171.04-1~deb12u1", "branch": None},
+           {"name": "libcuda1", "version": "535.261.03-1", "branch": None}]
+    assert off_branch(fam, "535", "535.309.01") == ["nvidia-persistenced 535.171.04-1~deb12u1",
+                                                     "libcuda1 535.261.03-1"]
+    assert off_branch(fam, "535", "535.309.01", ["nvidia-persistenced"]) == ["libcuda1 535.261.03-1"]
+
+
+def test_the_policy_names_debians_separately_versioned_members_for_debian_only():
+    import rigkeeper_policy as policy
+    names = policy.POLICY["packages"]["versioned_apart_debian"]["names"]
+    assert "nvidia-persistenced" in names and "nvidia-settings" in names
+
+
+def test_driver_packages_carry_versioned_apart_for_debian_only():
+    import rigkeeper_policy as policy
+    deb = policy.rk_driver_packages(535, "debian", distro="debian")
+    ubu = policy.rk_driver_packages(580, "ubuntu")
+    assert "nvidia-persistenced" in deb["versioned_apart"] and ubu["versioned_apart"] == []

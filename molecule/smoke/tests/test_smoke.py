@@ -1,6 +1,7 @@
 """Smoke: the simulated rig answers like the hardware it stands for.
 
-Converge only installed nvidia-driver-580 from the simulated archive. Everything asserted here comes
+Converge only installed nvidia-driver-580 from the simulated archive as NVIDIA's guide says
+(nouveau blacklisted, initramfs, reboot). Everything asserted here comes
 from elsewhere: the GPU preset file the rig was started with (tests/sim/configs/2x4090.json, read on
 the control node) and what the installed packages' nvidia-smi reports from it.
 """

@@ -73,6 +73,13 @@ options:
     type: list
     elements: str
     default: []
+  versioned_apart:
+    description:
+      - Family members with their own version (Debian's nvidia-persistenced, nvidia-settings): never
+        reported in RV(off_branch).
+    type: list
+    elements: str
+    default: []
   other_branches:
     description:
       - The other driver branches; the preferences forbid packages named for any of them
@@ -297,6 +304,7 @@ def build_module():
             version_from=dict(type='str'),
             kernel_following=dict(type='list', elements='str', default=[]),
             other_branches=dict(type='list', elements='str', default=[]),
+            versioned_apart=dict(type='list', elements='str', default=[]),
             origins=dict(type='list', elements='str', default=[]),
             not_origins=dict(type='list', elements='str', default=[]),
             preferences_path=dict(type='path', default='/etc/apt/preferences.d/rigkeeper-nvidia'),
@@ -471,7 +479,7 @@ def run_module(module):
         installed_family=family_installed,
         installed_driver=installed_versions.get(main_pkg),
         remove=remove,
-        off_branch=off_branch(family_installed, branch, upstream),
+        off_branch=off_branch(family_installed, branch, upstream, params['versioned_apart']),
         family_after=family_after(family_installed, [], family, exclude),
         changes=[],
         summary=[],
