@@ -75,7 +75,7 @@ options:
     default: []
   versioned_apart:
     description:
-      - Family members with their own version (Debian's nvidia-persistenced, nvidia-settings): never
+      - Family members with their own version (Debian's nvidia-persistenced, nvidia-settings), never
         reported in RV(off_branch).
     type: list
     elements: str
@@ -83,7 +83,7 @@ options:
   other_branches:
     description:
       - The other driver branches; the preferences forbid packages named for any of them
-        (priority -1, one glob list, cheap for apt).
+        (priority -1, the exact names apt and dpkg know, so apt matches no glob on each command).
     type: list
     elements: str
     default: []
