@@ -58,10 +58,14 @@ def test_the_running_kernel_is_the_hosts(host):
 def test_pinned(host):
     version = newest_535(host)
     upstream = version.split("-")[0]
-    assert f"Pin: version {upstream}-*\nPin-Priority: 1001" in host.file(PREFS).content_string
+    # The exact version Debian's archive offers (it moved from 535.261.03-1 to 535.309.01-0+deb12u1
+    # this month): an exact pin, so no other build of the upstream version wins.
+    assert f"Pin: version {version}\nPin-Priority: 1001" in host.file(PREFS).content_string
+    assert upstream.startswith("535.")
     policy = host.check_output("apt-cache policy nvidia-driver")
     assert f"*** {version} 1001" in policy
-    assert "535.261.03-1 500" in policy or version == "535.261.03-1"
+    others = re.findall(r"(?m)^\s+(?:\*\*\* )?(\S+) (-?\d+)$", policy.split("Version table:")[1])
+    assert all(prio == "500" for v, prio in others if v != version), policy
 
 
 def test_library_on_disk_is_the_driver(host):
