@@ -75,6 +75,10 @@ options:
       - File holding the running kernel's release (what C(uname -r) prints).
     type: path
     default: /proc/sys/kernel/osrelease
+  iommu_dir:
+    description:
+      - Where the kernel lists its active IOMMUs (any entry means the IOMMU is on). Unset - C(/sys/class/iommu).
+    type: path
   grub_cfg_path:
     description:
       - GRUB's generated configuration; its first menu entry is the kernel the next boot runs.
@@ -539,7 +543,7 @@ def gather_host_facts(module):
         cpuinfo=_read(HOST_PATHS['cpuinfo']),
         meminfo=_read(HOST_PATHS['meminfo']),
         cmdline=_read(module.params['cmdline_path']),
-        iommu_entries=_listdir(HOST_PATHS['iommu_dir']),
+        iommu_entries=_listdir(module.params['iommu_dir'] or HOST_PATHS['iommu_dir']),
         iommu_groups=_listdir(HOST_PATHS['iommu_groups_dir']),
         lspci_text=_lspci_text(module),
         mokutil_text=mokutil_text,
@@ -564,6 +568,7 @@ def build_module():
             kernel_release_path=dict(type='path', default='/proc/sys/kernel/osrelease'),
             grub_cfg_path=dict(type='path', default='/boot/grub/grub.cfg'),
             mok_key_path=dict(type='path', default='/var/lib/shim-signed/mok/MOK.der'),
+            iommu_dir=dict(type='path'),
         ),
         supports_check_mode=True,
     )

@@ -572,6 +572,7 @@ def test_argument_spec_defaults():
         'kernel_release_path': '/proc/sys/kernel/osrelease',
         'grub_cfg_path': '/boot/grub/grub.cfg',
         'mok_key_path': '/var/lib/shim-signed/mok/MOK.der',
+        'iommu_dir': None,
     }
     assert module.check_mode is False
     assert module.run_command_environ_update['LC_ALL'] == 'C'
