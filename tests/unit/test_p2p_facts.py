@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ansible.module_utils.rigkeeper_nvsmi import parse_p2p_matrix, parse_topo_matrix, strip_ansi
-from ansible.module_utils.rigkeeper_p2p import (
+from ansible.module_utils.rigkeeper_p2p_facts import (
     bar1_by_bus_id,
     bridge_chain,
     build_p2p_facts,
