@@ -522,10 +522,18 @@ def _bw(value):
     return '-' if value is None else '%.1f' % value
 
 
-def rk_p2p_table(diagnosis, title=None):
+def rk_p2p_table(diagnosis, title=None, extra=None, text=False):
     """The diagnosis as lines a person reads: one row per pair (link, topo read, peer access, one
-    way and both ways off/on, latency off/on, data check, result) and the fixes below."""
+    way and both ways off/on, latency off/on, data check, result) and the fixes below; ``extra``
+    lines at the end. ``text=True`` joins them into one string (the play output then prints it as
+    a block, one row a line)."""
     d = _dict(diagnosis, 'diagnosis')
+    lines = _table_lines(d, title)
+    lines += [str(x) for x in (extra or []) if x]
+    return '\n'.join(lines) if text else lines
+
+
+def _table_lines(d, title):
     lines = [title] if title else []
     if not d.get('present'):
         return lines + [d.get('summary') or 'P2P not checked']
