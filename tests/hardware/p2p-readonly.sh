@@ -11,7 +11,10 @@
 # call, the program is built in a temporary directory, each run has a hard timeout, and the script
 # fails if the guard refused anything or saw no nvidia-smi call.
 # NVCC (default /usr/local/cuda/bin/nvcc), P2P_SIZE_MIB (64, pairs), LOCAL_SIZE_MIB (1024),
-# ITERS (20) and RUN_TIMEOUT (120 s a run) can be set in the environment.
+# ITERS (20) and RUN_TIMEOUT (120 s a run) can be set in the environment. With P2P_PLAYBOOK=1 it
+# then runs playbooks/p2p-check.yml against localhost behind the same guard (the role builds into the
+# temporary directory, not /var/lib/rigkeeper); that needs Python >= 3.11 with ansible-core
+# importable (PYTHON, default python3).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${1:-$root/reports/hardware-p2p}
@@ -80,6 +83,22 @@ for ((i = 0; i < count; i++)); do
   done
 done
 
+if [ "${P2P_PLAYBOOK:-0}" = 1 ]; then
+  echo "== playbooks/p2p-check.yml (role p2p_check) against localhost"
+  py=${PYTHON:-python3}
+  mkdir -p "$work/ansible-tmp"
+  set +e
+  (cd "$root" && ANSIBLE_CONFIG="$root/ansible.cfg" RIGKEEPER_REPORT_DIR="$out" ANSIBLE_NOCOLOR=1 \
+     ANSIBLE_LOCAL_TEMP="$work/ansible-tmp" ANSIBLE_REMOTE_TEMP="$work/ansible-tmp" \
+     "$py" -m ansible.cli.playbook -i localhost, -c local -e "ansible_python_interpreter=$(command -v "$py")" \
+       -e "p2p_check_dir=$work/role-build" -e p2p_check_fail_on_findings=false \
+       -e "p2p_check_local_size_mib=$local_mib" -e "p2p_check_iters=$iters" playbooks/p2p-check.yml) 2>&1 \
+    | tee "$out/p2p-check.log"
+  prc=${PIPESTATUS[0]}
+  set -e
+  echo "playbook rc=$prc"
+fi
+
 echo "== GPU state after"
 state | tee "$out/state-after.csv"
 echo "== calls seen by the guard"
@@ -97,3 +116,4 @@ if ! diff -u "$out/state-before.csv" "$out/state-after.csv"; then
   exit 5
 fi
 echo "GPU state unchanged; guard refused nothing"
+[ "${prc:-0}" -eq 0 ]

@@ -226,3 +226,18 @@ def test_build_facts_keeps_unknowns_none():
              "pcie_width_current": None, "pcie_width_max": None}]
     facts = build_p2p_facts(gpus, None, {}, {}, {}, {})
     assert facts["gpus"][0]["bar1_total_mib"] is None and facts["pairs"] == [] and facts["present"] is True
+
+
+def test_real_h200_report_diagnoses_the_same_again():
+    """The role's report from the real H200 run: its facts, diagnosed again from the stored numbers,
+    give the same verdict (the filter and the role agree on real data)."""
+    from rigkeeper_p2p import rk_p2p_diagnose, rk_p2p_result
+
+    rep = json.loads((DATA / "h200_580.159.04_p2p-check-report.json").read_text())
+    gpu = rep["gpus"][0]
+    assert (gpu["bar1_total_mib"], gpu["memory_total_mib"], gpu["compute_cap"]) == (262144, 143771, "9.0")
+    assert (gpu["pcie_gen_max"], gpu["pcie_width_max"], gpu["bridges"]) == (5, 16, [])
+    facts = {"present": True, "count": 1, "gpus": rep["gpus"], "pairs": []}
+    doc = {"program": "rigkeeper-p2p-bench", "local": rep["diagnosis"]["local"][0]["local"], "error": None}
+    again = rk_p2p_diagnose(facts, {"local": {"0": rk_p2p_result({"rc": 0, "stdout": json.dumps(doc)})}}, {}, {})
+    assert again["summary"] == rep["diagnosis"]["summary"] == "P2P OK: single GPU, local copies OK"

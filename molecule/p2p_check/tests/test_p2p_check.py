@@ -141,10 +141,12 @@ def test_the_default_run_fails_every_host_naming_the_pair_and_ends(default_run):
 
 def test_the_table_is_in_the_play_output(default_run):
     res, _ = default_run
-    rows = [ln for ln in res.stdout.splitlines() if "GPU0-GPU1  PHB" in ln]
-    assert any("CNS   no" in r and "FAIL geforce_no_p2p" in r for r in rows), rows
-    assert any("HANG" in r and "FAIL hang" in r for r in rows), rows
-    assert any("OK    yes" in r and "BAD" in r for r in rows), rows
+    rows = [ln.split() for ln in res.stdout.splitlines() if ln.split()[:2] == ["GPU0-GPU1", "PHB"]]
+    # pair, link, read, peer, uni off / on, bi off / on, latency off / on, data, result
+    assert any(r[2:4] == ["CNS", "no"] and r[-3:] == ["FAIL", "geforce_no_p2p,", "bar1_below_vram"] for r in rows), rows
+    assert any(r[2:4] == ["OK", "HANG"] and r[-4:] == ["FAIL", "hang,", "known_bad_branch,", "bar1_below_vram"]
+               for r in rows), rows
+    assert any(r[2:4] == ["OK", "yes"] and "BAD" in r and r[-1] == "peer_copy_corrupt" for r in rows), rows
 
 
 def test_check_mode_reads_the_matrices_only():
