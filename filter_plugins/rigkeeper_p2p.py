@@ -357,6 +357,9 @@ def _diagnose_pair(pair, gpus, res, host, config, not_run):
         status = res['status']
     if read != 'OK':
         problems.append('topo -p2p r reads %s' % (read or 'nothing'))
+    elif config.get('known_bad') and status in ('not_run', 'error'):
+        # 545 reports P2P where there is none (FACTS.md): an unmeasured OK cannot be trusted.
+        problems.append('topo -p2p r reads OK on a driver branch known to misreport P2P')
     if status == 'hang':
         problems.append('hang')
         causes['hang'] = 'after %s s, at stage %s' % (config.get('timeout_s', '?'), res.get('stage') or 'none')

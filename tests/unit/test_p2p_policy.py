@@ -170,6 +170,8 @@ CASES = [
     ("refused-though-topo-ok", facts("OK", gpus=copy.deepcopy(DATACENTER)), run(pair_doc(False)), HOST_CLEAN, {},
      "fail", ["peer_refused", "unexplained"]),
     ("not-measured-ok", facts("OK", gpus=copy.deepcopy(DATACENTER)), None, HOST_CLEAN, {}, "ok", []),
+    ("not-measured-ok-on-545", facts("OK"), None, HOST_CLEAN, {"known_bad": "branch 545"},
+     "fail", ["known_bad_branch", "bar1_below_vram"]),
     ("not-measured-cns", facts("CNS"), None, HOST_CLEAN, {}, "fail", ["geforce_no_p2p", "bar1_below_vram"]),
     ("nvlink-not-judged-slow", facts("OK", link="NV4", gpus=copy.deepcopy(DATACENTER)),
      run(pair_doc(True, side(2.0, 3.0, 2.0))), HOST_CLEAN, {}, "ok", []),
