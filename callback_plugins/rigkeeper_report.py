@@ -21,6 +21,13 @@ description:
     host does not manage in a task with the variable rigkeeper_report set to "unmanaged" whose msg is
     that list. Tasks with rigkeeper_report set to "final" or "ignore" are not checks.
   - >-
+    The audit's probe (a rigkeeper_probe task with rigkeeper_report set to "probe") reports every
+    role at once: each role becomes a check with the probe's status (ok, drift, error) and one item
+    per finding (its reasons and diff). A task with rigkeeper_report set to "roles" names the roles
+    a host manages and those it does not (its msg, {managed, unmanaged}); a managed role that has no result when the play ends is "not
+    reached" (an error), and when the host was unreachable every managed role is an error that
+    says so.
+  - >-
     A task with rigkeeper_report set to "cases" reports checks of its own: its msg is a list of
     {check, ok, message}, and each entry is a testcase that passes or fails (a failing one is a
     finding, such as a GPU pair whose P2P is not OK: JUnit failure, Markdown FAIL).
@@ -120,6 +127,8 @@ class CallbackModule(CallbackBase):
         self.results = {}  # host -> check -> {"ok": n, "changed": [..], "failed": [..], "skipped": n}
         self.variable_manager = None
         self.check_mode = False
+        self.managed = {}  # host -> roles it manages (the audit's "roles" task)
+        self.unreachable = {}  # host -> why
 
     def set_options(self, task_keys=None, var_options=None, direct=None):
         super().set_options(task_keys=task_keys, var_options=var_options, direct=direct)
@@ -139,12 +148,47 @@ class CallbackModule(CallbackBase):
 
     def _entry(self, host, check):
         return self.results.setdefault(host, {}).setdefault(
-            check, {"ok": 0, "changed": [], "failed": [], "skipped": 0, "findings": []})
+            check, {"ok": 0, "changed": [], "failed": [], "warned": [], "skipped": 0, "findings": []})
+
+    def _probe(self, result, host):
+        """The audit's probe: one check per role, the probe's own verdict."""
+        for role, got in sorted((result._result.get("roles") or {}).items()):
+            entry = self._entry(host, role)
+            entry["probe"] = got.get("status", "error")
+            for f in got.get("findings") or []:
+                item = {"task": f.get("label") or f.get("id"), "action": f.get("status"),
+                        "msg": "; ".join(f.get("reasons") or []) or None,
+                        "diff": render_diff({"diff": f.get("diff")}) if f.get("diff") else ""}
+                (entry["failed"] if f.get("status") == "error" else
+                 entry["warned"] if f.get("status") == "warn" else entry["changed"]).append(item)
+            if entry["probe"] == "ok" and not entry["changed"]:
+                entry["ok"] += 1
+        self._publish(result._host, host)
 
     def _record(self, result, state):
         task = result._task
         mark = task_var(task, "rigkeeper_report")
         if mark in ("final", "ignore"):
+            return
+        if mark == "roles":
+            msg = result._result.get("msg")
+            msg = msg if isinstance(msg, dict) else {"managed": msg if isinstance(msg, list) else []}
+            host = result._host.get_name()
+            self.managed[host] = [str(r) for r in msg.get("managed") or []]
+            for role in msg.get("unmanaged") or []:
+                self._entry(host, str(role))["skipped"] += 1
+            return
+        if mark == "probe":
+            if state == "failed":
+                host = result._host.get_name()
+                for role in self.managed.get(host, []):
+                    e = self._entry(host, role)
+                    e["probe"] = "error"
+                    e["failed"].append({"task": "probe", "action": "", "diff": "",
+                                        "msg": "the probe failed: %s" % result._result.get("msg")})
+                self._publish(result._host, host)
+            elif state == "ok":
+                self._probe(result, result._host.get_name())
             return
         if mark == "unmanaged":
             roles = result._result.get("msg")
@@ -190,7 +234,8 @@ class CallbackModule(CallbackBase):
     def _publish(self, host_obj, host):
         if self.variable_manager is None:
             return
-        drift = sorted(c for c, e in self.results.get(host, {}).items() if e["changed"] or e["failed"])
+        drift = sorted(c for c, e in self.results.get(host, {}).items()
+                       if e["changed"] or e["failed"] or e.get("probe") in ("drift", "error"))
         self.variable_manager.set_host_variable(host, "rigkeeper_report_drift", drift)
 
     def v2_runner_on_ok(self, result):
@@ -205,16 +250,38 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_on_unreachable(self, result):
         host = result._host.get_name()
+        msg = result._result.get("msg")
+        self.unreachable.setdefault(host, msg)
         self._entry(host, "reachable")["failed"].append(
-            {"task": task_label(result._task), "action": "", "msg": result._result.get("msg"), "diff": ""})
+            {"task": task_label(result._task), "action": "", "msg": msg, "diff": ""})
 
     # --- reports ----------------------------------------------------------------------------
+    def _close_managed(self):
+        """Every managed role of every host gets a verdict: unreachable hosts' roles are errors, a
+        role the play never reached (the host failed before the probe) is "not reached"."""
+        for host, roles in self.managed.items():
+            for role in roles:
+                entry = self._entry(host, role)
+                if entry.get("probe") or entry["ok"] or entry["changed"] or entry["failed"]:
+                    continue
+                if host in self.unreachable:
+                    entry["probe"] = "error"
+                    entry["failed"].append({"task": "unreachable", "action": "", "diff": "",
+                                            "msg": "host unreachable: %s" % self.unreachable[host]})
+                else:
+                    entry["probe"] = "not reached"
+                    entry["failed"].append({"task": "not reached", "action": "", "diff": "",
+                                            "msg": "the play ended on this host before the role was checked"})
+
     def summary(self):
+        self._close_managed()
         hosts = {}
         for host, checks in sorted(self.results.items()):
             hosts[host] = {}
             for check, e in sorted(checks.items()):
-                if e["failed"] or e["changed"]:
+                if e.get("probe"):
+                    status = e["probe"]
+                elif e["failed"] or e["changed"]:
                     status = "drift" if not e["failed"] else "error"
                 elif e["findings"]:
                     status = "fail"
@@ -223,8 +290,9 @@ class CallbackModule(CallbackBase):
                 else:
                     status = "ok"
                 hosts[host][check] = {"status": status, "ok": e["ok"], "skipped": e["skipped"],
-                                      "changed": e["changed"], "failed": e["failed"], "findings": e["findings"]}
-        drift = sum(1 for h in hosts.values() for c in h.values() if c["status"] in ("drift", "error"))
+                                      "changed": e["changed"], "failed": e["failed"],
+                                      "warnings": e.get("warned", []), "findings": e["findings"]}
+        drift = sum(1 for h in hosts.values() for c in h.values() if c["status"] in ("drift", "error", "not reached"))
         fail = sum(1 for h in hosts.values() for c in h.values() if c["status"] == "fail")
         return {
             "playbook": self.playbook,
@@ -241,7 +309,7 @@ class CallbackModule(CallbackBase):
         cases = [c for h in summary["hosts"].values() for c in h.values()]
         suite = ET.Element("testsuite", name=f"rigkeeper.{summary['playbook']}", tests=str(len(cases)),
                            failures=str(sum(1 for c in cases if c["status"] in ("drift", "fail"))),
-                           errors=str(sum(1 for c in cases if c["status"] == "error")),
+                           errors=str(sum(1 for c in cases if c["status"] in ("error", "not reached"))),
                            skipped=str(sum(1 for c in cases if c["status"] == "not managed")),
                            time=str(summary["duration_s"]))
         for host, checks in summary["hosts"].items():
@@ -252,10 +320,10 @@ class CallbackModule(CallbackBase):
                 elif c["status"] == "fail":
                     el = ET.SubElement(case, "failure", message="; ".join(i["msg"] for i in c["findings"])[:500])
                     el.text = "\n\n".join(i["msg"] for i in c["findings"])
-                elif c["status"] in ("drift", "error"):
+                elif c["status"] in ("drift", "error", "not reached"):
                     items = c["failed"] + c["changed"]
-                    text = "\n\n".join(f"{i['task']}\n{i['diff'] or i['msg'] or ''}".rstrip() for i in items)
-                    tag = "error" if c["status"] == "error" else "failure"
+                    text = "\n\n".join(f"{i['task']}\n{i['msg'] or ''}\n{i['diff'] or ''}".rstrip() for i in items)
+                    tag = "failure" if c["status"] == "drift" else "error"
                     el = ET.SubElement(case, tag, message=f"{len(items)} task(s) drifted: "
                                        + "; ".join(i["task"] for i in items))
                     el.text = text
@@ -273,11 +341,13 @@ class CallbackModule(CallbackBase):
         lines += ["| host | check | status | detail |", "|---|---|---|---|"]
         for host, checks in summary["hosts"].items():
             for check, c in checks.items():
-                detail = "; ".join(i["task"] for i in c["failed"] + c["changed"]) or ""
+                detail = "; ".join(f"{i['task']}: {i['msg']}" if i.get("msg") and i.get("action") in ("drift", "absent", "error", "warn") else i["task"]
+                                   for i in c["failed"] + c["changed"] + c.get("warnings", [])) or ""
                 if c["status"] == "fail":
-                    detail = "; ".join(i["msg"] for i in c["findings"]).replace("|", "/")
-                mark = {"ok": "ok", "drift": "**DRIFT**", "error": "**ERROR**", "fail": "**FAIL**",
-                        "not managed": "not managed"}[c["status"]]
+                    detail = "; ".join(i["msg"] for i in c["findings"])
+                detail = detail.replace("|", "\\|").replace("\n", " ")
+                mark = {"ok": "ok", "drift": "**DRIFT**", "error": "**ERROR**", "fail": "**FAIL**", "not managed": "not managed",
+                        "not reached": "**NOT REACHED**", "warn": "ok (warning)"}[c["status"]]
                 lines.append(f"| {host} | {check} | {mark} | {detail} |")
         return "\n".join(lines) + "\n"
 

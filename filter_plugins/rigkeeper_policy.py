@@ -272,7 +272,7 @@ POLICY = {
     # Package families.
     'packages': {
         'family': {
-            'patterns': ['nvidia-*', 'libnvidia-*', 'cuda-drivers*', 'xserver-xorg-video-nvidia-*'],
+            'patterns': ['nvidia-*', 'libnvidia-*', 'cuda-drivers*', 'xserver-xorg-video-nvidia*'],
             'source': _SRC_PKG_UBUNTU + '; ' + _SRC_PKG_CUDA,
         },
         'family_ubuntu': {
@@ -1089,6 +1089,13 @@ def rk_driver_packages(branch, source, flavor='proprietary', distro='ubuntu', se
           package names) for the driver family only: not the container toolkit
           (``nvidia-container-*``, ``libnvidia-container*``, ``nvidia-docker*``: it keeps its
           security updates) and not the kernel-following packages.
+        - ``version_named``: templates (``{upstream}``: the driver version, 580.95.05) of packages
+          named for one driver version that the driver needs, installed with it when the archive
+          offers them: Ubuntu's and NVIDIA's GSP firmware, ``nvidia-firmware-<br>[-server]-<version>``
+          (``nvidia-firmware-<version>`` from 590 in NVIDIA's repository), which the open modules
+          cannot start a GPU without (canonical/nvidia-graphics-drivers,
+          debian/templates/nvidia-firmware-flavour-version.install.in). Named explicitly, not left
+          to a dependency: the precompiled modules' packages are built apart from the driver's.
         - ``warnings``: [str].
 
         A package *name* does not pin a branch (transitional packages): verify the installed
@@ -1183,6 +1190,7 @@ def rk_driver_packages(branch, source, flavor='proprietary', distro='ubuntu', se
         raise _err(f"source {source!r} is not 'ubuntu' (Ubuntu archive), 'cuda' (NVIDIA CUDA repo) "
                    "or 'debian' (Debian non-free)")
 
+    patterns = list(dict.fromkeys(patterns))
     following = list(table['kernel_following']['patterns'])
 
     def _follows(name):
@@ -1190,6 +1198,13 @@ def rk_driver_packages(branch, source, flavor='proprietary', distro='ubuntu', se
 
     hold_patterns = [p for p in patterns if p not in following]
     not_family = list(table['not_family']['patterns'])
+    if source == 'ubuntu':
+        version_named = [f'nvidia-firmware-{br}{variant}-{{upstream}}']
+    elif source == 'cuda':
+        version_named = ['nvidia-firmware-{upstream}' if br >= table['cuda_unversioned_from']['branch']
+                         else f'nvidia-firmware-{br}-{{upstream}}']
+    else:
+        version_named = []
     return {
         'pre_install': pre_install,
         'install': install,
@@ -1202,6 +1217,7 @@ def rk_driver_packages(branch, source, flavor='proprietary', distro='ubuntu', se
         'pin_version': f'{br}.*',
         'other_branches': [str(b) for b in sorted(_BRANCHES) if b != br],
         'unattended_blacklist': _blacklist(hold_patterns, not_family),
+        'version_named': version_named,
         'warnings': warnings,
     }
 

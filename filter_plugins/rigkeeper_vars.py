@@ -77,10 +77,13 @@ RUNTIME_VARIABLES = {
     "nvidia_driver_gpus_before": "roles/nvidia_driver/tasks/validate.yml (set_fact): GPUs seen before a change",
     "nvidia_driver_compute_apps_before": "roles/nvidia_driver/tasks/validate.yml (set_fact): GPU processes before",
     "nvidia_driver_gpu_jobs": "roles/nvidia_driver/tasks/gpu_jobs.yml (set_fact): GPU work that blocks a reboot",
+    "cuda_toolkit_repo_pending": "roles/cuda_toolkit/tasks/repo.yml (set_fact): the repository is not set up yet (check mode)",
     "container_toolkit_cdi_pending": "roles/container_toolkit/tasks/cdi.yml (set_fact): CDI waits for the driver",
     "p2p_check_results": "roles/p2p_check/tasks/report.yml (set_fact): the P2P diagnosis per pair and per GPU",
     "nvidia_p2p": "nvidia_p2p_facts module (p2p_check role, nvidia_driver's P2P modules): P2P matrices and pairs",
     "rigkeeper_report_drift": "callback_plugins/rigkeeper_report.py: the checks that drifted",
+    "rigkeeper_wanted": "rigkeeper_probe action: each role's compiled wanted state (the values its tasks apply)",
+    "rigkeeper_state": "rigkeeper_probe action: each role's probe status and findings",
     "rigkeeper_report_active": "callback_plugins/rigkeeper_report.py: the callback runs",
 }
 

@@ -378,3 +378,75 @@ def reboot_pending_for_removal(running, before, after):
     if any(pair in have for pair in old if pair not in new):
         return True
     return any(pair not in have for pair in new if pair not in old)
+
+
+# --------------------------------------------------------------------------
+# The whole plan, read-only (the probe: what grub_cmdline would write).
+# --------------------------------------------------------------------------
+
+def _source(run, bash, files):
+    rc, stdout, stderr = run(source_command(bash, files))
+    return parse_source_output(rc, stdout, stderr)
+
+
+def plan_dropin(run, bash, grub_dir, path, assignments, repeatable_keys=DEFAULT_REPEATABLE_KEYS):
+    """What a sequence of grub_cmdline calls on one drop-in would leave, without writing.
+
+    ``assignments`` is ``[{variable, args_present, args_absent}]`` in the order the tasks run;
+    ``run(argv) -> (rc, stdout, stderr)``. Returns ``{current, content, values, kernel_args}``:
+    the drop-in's text now and as computed (None: no drop-in), the variables grub-mkconfig
+    would see, and the kernel arguments 10_linux would pass. Same decisions as the module."""
+    path = os.path.abspath(path)
+    files = grub_files(grub_dir)
+    current = None
+    if path in files:
+        with open(path, 'rb') as handle:
+            current = handle.read().decode('utf-8', 'surrogateescape')
+    base = _source(run, bash, chain(files, path)[0])
+    own = {}
+    if current is not None:
+        try:
+            mine = _source(run, bash, [path])
+            own = dict((var, mine[var]) for var in VARIABLES if mine[var] is not None)
+        except GrubSourceError:
+            own = {}
+    content = current
+    for item in assignments:
+        variable = item.get('variable', 'GRUB_CMDLINE_LINUX_DEFAULT')
+        present, absent = item.get('args_present') or [], item.get('args_absent') or []
+        for arg in present:
+            validate_arg(arg, 'args_present')
+        for arg in absent:
+            validate_arg(arg, 'args_absent')
+        check_conflicts(present, absent)
+        old_value = base[variable] or ''
+        tokens = apply_args(split_args(old_value), present, absent, repeatable_keys)
+        others = dict((var, value) for var, value in own.items() if var != variable)
+        if content is None and not others and tokens == split_args(old_value):
+            continue
+        others[variable] = render_value(old_value, tokens)
+        own = others
+        content = render_dropin(own)
+    values = dict(base)
+    values.update(own)
+    return {'current': current, 'content': content, 'values': values, 'kernel_args': kernel_args(values)}
+
+
+def boot_line(grub_cfg_text):
+    """The kernel arguments of grub.cfg's first menu entry (what the next boot runs), as tokens;
+    None when it has no linux line."""
+    for line in (grub_cfg_text or '').splitlines():
+        parts = line.strip().split(None, 2)
+        if len(parts) >= 2 and parts[0] == 'linux':
+            return split_args(parts[2] if len(parts) > 2 else '')
+    return None
+
+
+def line_in_sync(line, kernel_args_wanted, absent=()):
+    """grub.cfg's line carries the computed arguments in order and none of the absent ones."""
+    wanted = ' %s ' % ' '.join(kernel_args_wanted)
+    have = ' %s ' % ' '.join(line)
+    if wanted.strip() and wanted not in have:
+        return False
+    specs = [parse_arg(a) for a in absent]
+    return not any(matches(spec, parse_arg(token)) for token in line for spec in specs)

@@ -279,7 +279,7 @@ def build_host_facts(cpuinfo=None, meminfo=None, cmdline=None, iommu_entries=(),
                      reboot_required_file=False, systemd=False, machine=None, kernel_release=None,
                      grub_cfg=None, kernels=(), boot_module_text=None, mok_test_text=None,
                      nouveau_loaded=False, nouveau_refcnt=None, lib_paths=None, owned=None,
-                     uninstaller=False, reboot_required_pkgs=None):
+                     uninstaller=False, reboot_required_pkgs=None, os_release=None):
     """The ``rigkeeper_host`` fact dict (docs/facts.md) from text already read by the caller.
 
     ``lib_paths`` (full paths of the libnvidia-ml.so.<version> files found) with ``owned`` (the
@@ -320,4 +320,39 @@ def build_host_facts(cpuinfo=None, meminfo=None, cmdline=None, iommu_entries=(),
         'driver_running_version': running,
         'driver_mismatch': mismatch,
         'systemd': bool(systemd),
+        'os': os_facts(os_release, machine),
+    }
+
+
+_OS_NAMES = {'ubuntu': 'Ubuntu', 'debian': 'Debian'}
+
+
+def os_facts(os_release_text, machine=None):
+    """The distribution from /etc/os-release: ``{id, name, version_id, codename, machine}`` and the
+    same values under the names of Ansible's distribution facts (``distribution``: Ubuntu/Debian as
+    the setup module names them, ``distribution_release``, ``distribution_version``,
+    ``distribution_major_version``, ``architecture``), so a play needs no second fact gathering."""
+    fields = {}
+    for line in (os_release_text or '').splitlines():
+        key, sep, value = line.partition('=')
+        if sep:
+            try:
+                value = shlex.split(value)[0] if value.strip() else ''
+            except ValueError:
+                value = value.strip().strip('"')
+            fields[key.strip()] = value
+    ident = fields.get('ID', '').lower() or None
+    version = fields.get('VERSION_ID') or None
+    name = _OS_NAMES.get(ident or '', (fields.get('NAME') or '').split(' ')[0] or None)
+    return {
+        'id': ident,
+        'name': name,
+        'version_id': version,
+        'codename': fields.get('VERSION_CODENAME') or fields.get('UBUNTU_CODENAME') or None,
+        'machine': machine,
+        'distribution': name,
+        'distribution_release': fields.get('VERSION_CODENAME') or fields.get('UBUNTU_CODENAME') or None,
+        'distribution_version': version,
+        'distribution_major_version': version.split('.')[0] if version else None,
+        'architecture': machine,
     }

@@ -8,6 +8,8 @@
     simctl.py restart NAME               the simulator's reboot: /run is wiped, boot unit runs again
     simctl.py down NAME [NAME ...]
     simctl.py exec NAME -- CMD ...
+    simctl.py converged [--config 2x4090] a rig converged by playbooks/site.yml, committed as the image
+                                         rigkeeper-sim:converged (built once per code and simulator state)
 
 The same functions back the pytest fixtures in tests/sim/conftest.py, the README's main job and the
 benchmark, so every consumer starts rigs the same way Molecule's shared platform does
@@ -243,6 +245,67 @@ def down(names, quiet: bool = False) -> None:
         run(["docker", "rm", "-f", "-v", name], check=False, capture=True, quiet=quiet)
 
 
+# What a converged rig depends on: the code that converges it and the simulator it runs in.
+CONVERGED = "rigkeeper-sim:converged"
+CONVERGED_INPUTS = ["ansible.cfg", "roles", "playbooks", "library", "module_utils", "filter_plugins",
+                    "action_plugins", "callback_plugins", "inventory/sim"]
+
+
+def converged_key(config: str) -> str:
+    """Digest of the working tree's code (what ansible-playbook runs), the base image and the
+    repositories' stamp, and the GPU preset."""
+    h = hashlib.sha256()
+    for top in CONVERGED_INPUTS:
+        base = ROOT / top
+        files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
+        for f in files:
+            if "__pycache__" in f.parts or f.name.startswith(".bench"):
+                continue
+            h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+    img = run(["docker", "image", "inspect", "-f", "{{.Id}}", IMAGE], capture=True, quiet=True).stdout.strip()
+    stamp = REPO_DIR / ".stamp"
+    h.update(img.encode() + (stamp.read_bytes() if stamp.exists() else b"") + config_path(config).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def converged(config: str = "2x4090") -> str:
+    """The image of a rig that playbooks/site.yml converged (tagged rigkeeper-sim:converged), made
+    once per code and simulator state: scenarios that start from a converged rig (the audits) clone
+    it instead of converging again. Docker's own state inside the rig is left out of the image: on
+    overlayfs a clone's dockerd cannot rename directories of the image's lower layer and would not
+    start; emptied, it starts as after a fresh install, with the daemon.json rigkeeper wrote."""
+    key = converged_key(config)
+    tag = f"rigkeeper-sim:converged-{key}"
+    if run(["docker", "image", "inspect", tag], check=False, capture=True, quiet=True).returncode == 0:
+        run(["docker", "tag", tag, CONVERGED], quiet=True)
+        print(f"converged rig {tag} is current")
+        return tag
+    t0 = time.monotonic()
+    name = "rk-converged-build"
+    up(name, config)
+    try:
+        inv = ROOT / "inventory" / "sim" / ".converged.json"
+        inv.write_text('{"all": {"children": {"rigs": {"hosts": {"%s": {"ansible_connection": '
+                       '"community.docker.docker", "ansible_host": "%s"}}}}}}' % (name, name))
+        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+                   RIGKEEPER_REPORT_DIR=str(ROOT / "reports" / "converged"))
+        playbook = Path(sys.executable).parent / "ansible-playbook"
+        res = run([playbook if playbook.exists() else "ansible-playbook", "-i", inv, "playbooks/site.yml"],
+                  check=False, capture=True, cwd=ROOT, env=env)
+        inv.unlink()
+        if res.returncode != 0:
+            sys.stderr.write(res.stdout[-6000:] + res.stderr[-2000:])
+            raise SystemExit(f"simctl: converging {name} with playbooks/site.yml failed (rc={res.returncode})")
+        docker_exec(name, "sh", "-c", "systemctl stop docker.socket docker.service containerd.service 2>/dev/null;"
+                    " rm -rf /var/lib/docker /var/lib/containerd")
+        run(["docker", "commit", "--change", "LABEL org.rigkeeper.sim=converged", name, tag], capture=True)
+        run(["docker", "tag", tag, CONVERGED], quiet=True)
+    finally:
+        down([name], quiet=True)
+    print(f"converged rig {tag} made in {time.monotonic() - t0:.0f} s")
+    return tag
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -258,6 +321,8 @@ def main(argv=None) -> int:
     r.add_argument("name")
     d = sub.add_parser("down")
     d.add_argument("names", nargs="+")
+    c = sub.add_parser("converged")
+    c.add_argument("--config", default="2x4090")
     e = sub.add_parser("exec")
     e.add_argument("name")
     e.add_argument("command", nargs=argparse.REMAINDER)
@@ -272,6 +337,8 @@ def main(argv=None) -> int:
         restart(a.name)
     elif a.cmd == "down":
         down(a.names)
+    elif a.cmd == "converged":
+        converged(a.config)
     elif a.cmd == "exec":
         cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
         return subprocess.call(["docker", "exec", a.name, *cmd])

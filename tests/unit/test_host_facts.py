@@ -239,6 +239,9 @@ UNKNOWN_KERNEL = {
     'nouveau': {'loaded': False, 'in_use': False}, 'mok_enrolled': None,
     'runfile': {'uninstaller': False, 'stray_libraries': []},
     'reboot_required_file': False, 'reboot_required_pkgs': [],
+    'os': {'id': None, 'name': None, 'version_id': None, 'codename': None, 'machine': None,
+           'distribution': None, 'distribution_release': None, 'distribution_version': None,
+           'distribution_major_version': None, 'architecture': None},
 }
 
 
@@ -348,3 +351,32 @@ def test_strays_are_reported_not_installed():
                              owned={'/l/libnvidia-ml.so.535.261.03'})
     assert facts['driver_installed_version'] == '535.261.03'
     assert facts['runfile']['stray_libraries'] == ['/l/libnvidia-ml.so.580.95.05']
+
+
+UBUNTU_OS_RELEASE = """PRETTY_NAME="Ubuntu 24.04.3 LTS"
+NAME="Ubuntu"
+VERSION_ID="24.04"
+VERSION="24.04.3 LTS (Noble Numbat)"
+VERSION_CODENAME=noble
+ID=ubuntu
+ID_LIKE=debian
+UBUNTU_CODENAME=noble
+"""
+DEBIAN_OS_RELEASE = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+NAME="Debian GNU/Linux"
+VERSION_ID="12"
+VERSION="12 (bookworm)"
+VERSION_CODENAME=bookworm
+ID=debian
+"""
+
+
+@pytest.mark.parametrize('text,name,release,major', [
+    (UBUNTU_OS_RELEASE, 'Ubuntu', 'noble', '24'),
+    (DEBIAN_OS_RELEASE, 'Debian', 'bookworm', '12'),
+])
+def test_os_facts_name_the_distribution_as_the_setup_module_does(text, name, release, major):
+    from ansible.module_utils.rigkeeper_host import os_facts
+    got = os_facts(text, 'x86_64')
+    assert (got['distribution'], got['distribution_release'], got['distribution_major_version'],
+            got['architecture']) == (name, release, major, 'x86_64')

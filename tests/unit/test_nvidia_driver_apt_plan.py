@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "roles", 
 
 import nvidia_driver_apt_plan as plan  # noqa: E402
 
-FAMILY = ["nvidia-*", "libnvidia-*", "cuda-drivers*", "xserver-xorg-video-nvidia-*"]
+FAMILY = ["nvidia-*", "libnvidia-*", "cuda-drivers*", "xserver-xorg-video-nvidia*"]
 EXCLUDE = ["nvidia-container-*", "libnvidia-container*"]
 
 
@@ -72,16 +72,38 @@ def test_block_globs_name_every_other_branch_and_never_this_one(name, blocked):
     assert any(fnmatch.fnmatchcase(name, g) for g in globs) is blocked, name
 
 
-def test_preferences_pin_the_upstream_version_and_block_others_with_a_glob_list():
-    text = plan.render_preferences(FAMILY, plan.pin_glob("580.95.05-0ubuntu0.24.04.1"), "580", ["535", "550"])
-    assert "Package: nvidia-* libnvidia-* cuda-drivers* xserver-xorg-video-nvidia-*\n" \
+KNOWN = ["nvidia-driver-580", "libnvidia-compute-580", "nvidia-settings", "nvidia-driver-535",
+         "libnvidia-compute-550", "cuda-drivers-550", "cuda-drivers", "nvidia-container-toolkit",
+         "libnvidia-container1", "xserver-xorg-video-nvidia-535", "nvidia-driver-470", "bash"]
+
+
+def test_preferences_name_exact_packages_so_apt_matches_no_glob_per_command():
+    text = plan.render_preferences(FAMILY, plan.pin_glob("580.95.05-0ubuntu0.24.04.1"), "580", ["535", "550"],
+                                   KNOWN, ["nvidia-container-*", "libnvidia-container*"])
+    stanzas = [ln for ln in text.splitlines() if ln.startswith("Package:")]
+    assert stanzas[0] == "Package: cuda-drivers libnvidia-compute-580 nvidia-driver-580 nvidia-settings"
+    assert "Package: cuda-drivers libnvidia-compute-580 nvidia-driver-580 nvidia-settings\n" \
            "Pin: version 580.95.05-*\nPin-Priority: 1001\n" in text
+    assert stanzas[1] == "Package: cuda-drivers-550 libnvidia-compute-550 nvidia-driver-535 xserver-xorg-video-nvidia-535"
     assert text.index("Pin-Priority: 1001") < text.index("Pin-Priority: -1")
-    block = [ln for ln in text.splitlines() if ln.startswith("Package:")][1]
-    assert "/" not in block  # globs, not a regular expression (apt evaluates a regex over every name)
-    assert "nvidia-*-535 " in block + " " and "cuda-drivers-550-*" in block
+    # No glob or regex anywhere (apt would match each against every package name on every command).
+    assert not any(c in " ".join(stanzas) for c in "*?[/"), stanzas
+    # A branch outside the table (470) is neither pinned nor blocked; the toolkit and bash never.
+    assert "nvidia-driver-470" not in text and "nvidia-container-toolkit" not in text and "bash" not in text
     # No other branch known: no blocking stanza at all.
-    assert "Pin-Priority: -1" not in plan.render_preferences(FAMILY, "580.95.05-*", "580", [])
+    assert "Pin-Priority: -1" not in plan.render_preferences(FAMILY, "580.95.05-*", "580", [], KNOWN)
+
+
+@pytest.mark.parametrize("name,blocked", [
+    ("nvidia-driver-535", True), ("nvidia-firmware-535-535.261.03", True), ("nvidia-driver-pinning-590", True),
+    ("linux-modules-nvidia-535-open-6.8.0-51-generic", True),
+    ("nvidia-driver-580", False), ("nvidia-open", False), ("linux-signatures-nvidia-6.8.0-51-generic", False),
+    ("nvidia-container-toolkit", None), ("bash", None),
+])
+def test_pin_names_split_the_known_names(name, blocked):
+    keep, block = plan.pin_names([name], UBUNTU_FAMILY, ["nvidia-container-*"], "580", OTHERS)
+    assert (name in block, name in keep) == ((True, False) if blocked else (False, True) if blocked is False
+                                             else (False, False))
 
 
 def test_version_named_leftovers_are_the_old_firmware_only():
@@ -236,7 +258,7 @@ def test_madison_keeps_the_package_sources_origin_only():
 
 
 def test_preferences_pin_each_exact_version_so_another_origins_build_does_not_win():
-    text = plan.render_preferences(FAMILY, ["580.95.05-0ubuntu1", "580.95.05-1"], "580", [])
+    text = plan.render_preferences(FAMILY, ["580.95.05-0ubuntu1", "580.95.05-1"], "580", [], KNOWN)
     assert text.count("Pin-Priority: 1001") == 2
     assert "Pin: version 580.95.05-0ubuntu1\n" in text and "Pin: version 580.95.05-1\n" in text
     assert not [ln for ln in text.splitlines() if ln.startswith("Pin: version") and "*" in ln]

@@ -16,7 +16,7 @@ from ansible.module_utils.testing import patch_module_args
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "roles", "nvidia_driver", "library"))
 import nvidia_driver_apt_plan as plan  # noqa: E402
 
-FAMILY = ["nvidia-*", "libnvidia-*", "cuda-drivers*", "xserver-xorg-video-nvidia-*", "linux-modules-nvidia-*"]
+FAMILY = ["nvidia-*", "libnvidia-*", "cuda-drivers*", "xserver-xorg-video-nvidia*", "linux-modules-nvidia-*"]
 EXCLUDE = ["nvidia-container-*", "libnvidia-container*"]
 OLD, NEW = "580.82.07-0ubuntu0.24.04.1", "580.95.05-0ubuntu0.24.04.1"
 
@@ -42,6 +42,9 @@ def prefs(tmp_path):
     return d
 
 
+PKGNAMES = "nvidia-driver-580-open\nnvidia-driver-535\nnvidia-driver-550-open\nnvidia-container-toolkit\nhtop\n"
+
+
 def test_in_branch_upgrade_removes_the_old_firmware_and_keeps_the_hosts_prefs_and_holds(tmp_path, prefs):
     installed = dpkg([("nvidia-driver-580-open", OLD, "hold"), ("nvidia-dkms-580-open", OLD, "hold"),
                       ("nvidia-firmware-580-580.82.07", OLD, "hold"), ("libnvidia-compute-580", OLD, "hold"),
@@ -65,6 +68,7 @@ def test_in_branch_upgrade_removes_the_old_firmware_and_keeps_the_hosts_prefs_an
         (["dpkg", "--print-architecture"], (0, "amd64\n", "")),
         (["dpkg-query", "-W"], (0, installed, "")),
         (["/usr/bin/apt-cache", "madison"], (0, madison, "")),
+        (["/usr/bin/apt-cache", "pkgnames"], (0, PKGNAMES, "")),
     ]
     args = {"packages": ["nvidia-driver-580-open"], "branch": "580", "family": FAMILY, "exclude": EXCLUDE,
             "keep_installed": False, "other_branches": ["535", "550"],
@@ -105,7 +109,12 @@ def test_in_branch_upgrade_removes_the_old_firmware_and_keeps_the_hosts_prefs_an
     # The host's other preferences are kept; rigkeeper's file is the new one.
     assert seen["prefs"]["owner-htop"].startswith("Package: htop")
     assert "Pin: version 580.95.05-0ubuntu0.24.04.1\nPin-Priority: 1001" in seen["prefs"]["rigkeeper-nvidia"]
-    assert "nvidia-*-535" in seen["prefs"]["rigkeeper-nvidia"]
+    # Exact names (apt-cache pkgnames and dpkg's), no glob: the other branches' names blocked.
+    pin = seen["prefs"]["rigkeeper-nvidia"]
+    assert "Package: nvidia-driver-535 nvidia-driver-550-open\nPin: version *\nPin-Priority: -1" in pin
+    assert "libnvidia-compute-580 nvidia-dkms-580-open nvidia-driver-580-open nvidia-firmware-580-580.82.07" in pin
+    assert "*" not in "".join(ln for ln in pin.splitlines() if ln.startswith("Package:"))
+    assert result["block_names"] == ["nvidia-driver-535", "nvidia-driver-550-open"]
     # The family's holds are released for the simulation; the owner's other holds (htop, and the
     # container toolkit, which is no driver family member) are kept.
     assert "Package: nvidia-firmware-580-580.82.07\nStatus: install ok installed" in seen["status"]
@@ -117,7 +126,7 @@ def test_in_branch_upgrade_removes_the_old_firmware_and_keeps_the_hosts_prefs_an
 
 def _exit_of(args, commands, tmp_path):
     def run_command(self, argv, **kw):
-        for prefix, res in commands:
+        for prefix, res in commands + [(["/usr/bin/apt-cache", "pkgnames"], (0, PKGNAMES, ""))]:
             if argv[:len(prefix)] == prefix:
                 return res(argv) if callable(res) else res
         raise AssertionError("unexpected command %r" % (argv,))
@@ -174,3 +183,28 @@ def test_precompiled_modules_take_the_build_for_this_driver_or_refuse(tmp_path):
     kind, result = _exit_of(dict(args, version=None), base[:3] + [(["/usr/bin/apt-cache", "show"], (0, show.split("\n\n")[1], ""))],
                             tmp_path)
     assert kind == "Fail" and "has no build for driver 580.95.05" in result["msg"]
+
+
+def test_the_firmware_named_for_the_driver_version_is_installed_with_it(tmp_path):
+    """Canonical's precompiled open modules need the GSP firmware of exactly the driver's version;
+    the plan names it (version_named), at the driver's version, when the archive offers it."""
+    madison = ("nvidia-headless-no-dkms-580-open | %s | file:/srv/ubuntu noble/restricted amd64 Packages\n"
+               "nvidia-utils-580 | %s | file:/srv/ubuntu noble/restricted amd64 Packages\n" % (NEW, NEW))
+    fw = "nvidia-firmware-580-580.95.05 | %s | file:/srv/ubuntu noble/restricted amd64 Packages\n" % NEW
+
+    def madison_answer(argv):
+        return (0, fw if argv[2:] == ["nvidia-firmware-580-580.95.05"] else madison, "")
+    commands = [(["dpkg", "--print-architecture"], (0, "amd64\n", "")), (["dpkg-query", "-W"], (0, "", "")),
+                (["/usr/bin/apt-cache", "madison"], madison_answer)]
+    args = {"packages": ["nvidia-headless-no-dkms-580-open", "nvidia-utils-580"], "branch": "580",
+            "family": FAMILY, "exclude": EXCLUDE, "keep_installed": True, "other_branches": ["535"],
+            "preferences_path": str(tmp_path / "rigkeeper-nvidia"), "simulate": False,
+            "version_named": ["nvidia-firmware-580-{upstream}"]}
+    kind, result = _exit_of(args, commands, tmp_path)
+    assert kind == "Exit", result
+    assert result["install"] == ["nvidia-headless-no-dkms-580-open=" + NEW, "nvidia-utils-580=" + NEW,
+                                 "nvidia-firmware-580-580.95.05=" + NEW]
+    # Not offered: nothing added (an archive that ships the firmware inside another package).
+    commands[2] = (["/usr/bin/apt-cache", "madison"], (0, madison, ""))
+    kind, result = _exit_of(dict(args, preferences_path=str(tmp_path / "p2")), commands, tmp_path)
+    assert result["install"] == ["nvidia-headless-no-dkms-580-open=" + NEW, "nvidia-utils-580=" + NEW]

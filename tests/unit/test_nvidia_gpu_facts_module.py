@@ -71,7 +71,8 @@ class FakeHost:
                          ('nvswitch_glob', 'dev/nvidia-nvswitch*'),
                          ('reboot_required_pkgs', 'var/run/reboot-required.pkgs'),
                          ('lib_modules', 'lib/modules'), ('boot', 'boot'),
-                         ('uninstaller', 'usr/bin/nvidia-uninstall')):
+                         ('uninstaller', 'usr/bin/nvidia-uninstall'), ('os_release', 'etc/os-release'),
+                         ('os_release_vendor', 'usr/lib/os-release')):
             monkeypatch.setitem(nvidia_gpu_facts.HOST_PATHS, key, str(root / rel))
         monkeypatch.setattr(nvidia_gpu_facts.platform, 'machine', lambda: 'x86_64')
         (root / 'dev').mkdir()
@@ -127,6 +128,15 @@ class FakeHost:
             with pytest.raises(AnsibleExitJson) as exc:
                 nvidia_gpu_facts.main()
         return exc.value.args[0]
+
+
+def calls(host):
+    """The commands run, in any order: the module reads independent things side by side."""
+    return sorted(tuple(c) for c in host.calls)
+
+
+def calls_of(expected):
+    return sorted(tuple(c) for c in expected)
 
 
 @pytest.fixture
@@ -203,6 +213,9 @@ NEW_HOST_KEYS = {
     'runfile': {'uninstaller': False, 'stray_libraries': []},
     'reboot_required_file': False,
     'reboot_required_pkgs': [],
+    'os': {'id': None, 'name': None, 'version_id': None, 'codename': None, 'machine': 'x86_64',
+           'distribution': None, 'distribution_release': None, 'distribution_version': None,
+           'distribution_major_version': None, 'architecture': 'x86_64'},
 }
 
 
@@ -310,14 +323,14 @@ def test_two_gpu_host(host, fixtures_dir):
             },
         },
     }
-    assert host.calls == [
+    assert calls(host) == calls_of([
         [SMI, '-q', '-x'],
         list(APPS),
         [SMI, 'topo', '-m'],
         [SMI, 'topo', '-p2p', 'r'],
         [MOKUTIL, '--sb-state'],
         [LSPCI, '-D', '-vvv'],
-    ]
+    ])
 
 
 def test_host_without_nvidia_smi(host):
@@ -411,7 +424,7 @@ def test_host_where_topology_fails(host, fixtures_dir):
             'rigkeeper_host': _bare_host_facts(cmdline='ro', cmdline_args={'ro': None}),
         },
     }
-    assert host.calls == [[SMI, '-q', '-x'], list(APPS), [SMI, 'topo', '-m'], [SMI, 'topo', '-p2p', 'r']]
+    assert calls(host) == calls_of([[SMI, '-q', '-x'], list(APPS), [SMI, 'topo', '-m'], [SMI, 'topo', '-p2p', 'r']])
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,7 +454,7 @@ def test_gather_topology_false_skips_probes(host, fixtures_dir):
     }
     facts = _gpu_facts(host, {'gather_topology': False})
     assert (facts['count'], facts['topology'], facts['p2p_read']) == (2, None, None)
-    assert host.calls == [[SMI, '-q', '-x'], list(APPS)]
+    assert calls(host) == calls_of([[SMI, '-q', '-x'], list(APPS)])
 
 
 def test_single_gpu_skips_probes(host, fixtures_dir):
@@ -450,7 +463,7 @@ def test_single_gpu_skips_probes(host, fixtures_dir):
     facts = _gpu_facts(host)
     assert (facts['present'], facts['count'], facts['topology'], facts['p2p_read']) == (True, 1, None, None)
     assert facts['gpus'][0]['power_max_w'] == 600.0
-    assert host.calls == [[SMI, '-q', '-x'], list(APPS)]
+    assert calls(host) == calls_of([[SMI, '-q', '-x'], list(APPS)])
 
 
 def test_no_driver_loaded(host):

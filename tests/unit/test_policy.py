@@ -435,7 +435,7 @@ def test_driver_packages(branch, source, flavor, distro, server, headless, insta
     assert out['hold'] == out['pre_install'] + install
     assert out['pre_install'] == ([f'nvidia-driver-pinning-{branch}'] if int(branch) >= 590 else [])
     assert out['pin_version'] == f'{branch}.*'
-    for pattern in ('nvidia-*', 'libnvidia-*', 'cuda-drivers*', 'xserver-xorg-video-nvidia-*'):
+    for pattern in ('nvidia-*', 'libnvidia-*', 'cuda-drivers*', 'xserver-xorg-video-nvidia*'):
         assert pattern in out['pin_patterns']
 
 

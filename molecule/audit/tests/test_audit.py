@@ -1,5 +1,6 @@
-"""The drift audit: five drifts injected by hand are reported, exactly those; after site.yml runs
-again the audit is clean."""
+"""The drift audit on a converged rig: five drifts injected by hand are reported, exactly those,
+and site.yml --check --diff would change exactly those roles; after site.yml runs again the audit
+is clean. The no-op site.yml run on the converged clone (the scenario's converge) changed nothing."""
 import json
 import sys
 import xml.etree.ElementTree as ET
@@ -19,6 +20,13 @@ def audit(tmp: Path):
 def statuses(summary):
     (host,) = summary["hosts"].values()
     return {check: c["status"] for check, c in host.items()}
+
+
+def test_the_no_op_run_on_the_converged_clone_changed_nothing():
+    """The scenario's converge step ran site.yml on a converged clone: the probe found nothing to do."""
+    converge = rk_testlib.report(rk_testlib.ephemeral() / "reports", "site")
+    (checks,) = converge["hosts"].values()
+    assert not [c for c, v in checks.items() if v["changed"] or v["failed"]], checks
 
 
 def test_audit_refuses_to_run_without_check(tmp_path):
@@ -61,6 +69,15 @@ def test_five_injected_drifts_are_reported_and_nothing_else(host, tmp_path):
     assert md.count("**DRIFT**") == 5
     # The audit changed nothing: the drift is still there.
     assert host.check_output("nvidia-smi -i 0 --query-gpu=power.limit --format=csv,noheader,nounits") == "400.00"
+    # site.yml --check --diff shows the same drift: the roles it would change are the five.
+    check_dir = tmp_path / "check"
+    res = rk_testlib.playbook("playbooks/site.yml", "--diff", report_dir=check_dir, check=True)
+    assert res.returncode == 0, res.stdout[-4000:]
+    site = rk_testlib.report(check_dir, "site")
+    (checks,) = site["hosts"].values()
+    would_change = {c for c, v in checks.items() if v["changed"]}
+    assert would_change == DRIFTED, {c: [i["task"] for i in v["changed"]] for c, v in checks.items()}
+    assert host.check_output("nvidia-smi -i 0 --query-gpu=power.limit --format=csv,noheader,nounits") == "400.00"
 
 
 def test_site_repairs_and_the_audit_is_clean_again(host, tmp_path):
@@ -69,3 +86,4 @@ def test_site_repairs_and_the_audit_is_clean_again(host, tmp_path):
     res, summary = audit(tmp_path)
     assert res.returncode == 0, json.dumps(summary, indent=1)[-4000:]
     assert summary["drift_count"] == 0
+

@@ -35,3 +35,17 @@ def test_the_signed_module_loads_under_secure_boot(host):
 def test_unattended_upgrades_leaves_the_kernel_modules_alone(host):
     dump = host.check_output("apt-config dump | grep -A30 'Unattended-Upgrade::Package-Blacklist'")
     assert "linux-modules" not in dump
+
+
+def test_preflight_refuses_dkms_without_an_enrolled_mok(host):
+    """playbooks/preflight.yml on its own says the same before anything runs, with what to do."""
+    import os
+    import subprocess
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
+    root = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+    env["ANSIBLE_CONFIG"] = os.path.join(root, "ansible.cfg")
+    run = subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+                          os.path.join(root, "playbooks/preflight.yml"), "-e", "nvidia_driver_modules=dkms"],
+                         capture_output=True, text=True, env=env, cwd=root)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "Key was rejected by service" in out and "mokutil --import" in out, out[-3000:]

@@ -23,7 +23,8 @@ INITRD = "/boot/initrd.img-6.8.0-51-generic"
 BOOTS = "/var/lib/rigkeeper-sim/boots"
 LOADED = "/run/rigkeeper-sim/sys/module/nvidia/version"
 MANAGED = [PREFS, UNATTENDED, NOUVEAU, DROPIN]
-FAMILY = ("nvidia-", "libnvidia-", "cuda-drivers", "xserver-xorg-video-nvidia")
+FAMILY = ("nvidia-", "libnvidia-", "cuda-drivers", "xserver-xorg-video-nvidia", "linux-modules-nvidia-",
+          "linux-objects-nvidia-", "linux-signatures-nvidia-")
 NOT_FAMILY = ("nvidia-container", "libnvidia-container")
 
 

@@ -51,6 +51,9 @@ def test_preferences_pin_the_exact_version_and_forbid_other_branches(host):
     text = prefs.content_string
     assert "Pin: version 580.95.05-0ubuntu0.24.04.1\nPin-Priority: 1001" in text
     assert "Pin-Priority: -1" in text
+    # Exact names only: apt matches each glob or regex against every package name on every command.
+    names = " ".join(ln for ln in text.splitlines() if ln.startswith("Package:"))
+    assert not set("*?[/") & set(names) and " nvidia-driver-550 " in names + " "
     policy = host.check_output("apt-cache policy nvidia-utils-580 nvidia-driver-550 nvidia-driver-580-server")
     # nvidia-utils-580: candidate is the pinned version although nothing newer exists...
     assert f"Candidate: {VERSION}" in policy.split("nvidia-driver-550:")[0]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RECAP = re.compile(r"^\S+\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
@@ -45,6 +46,35 @@ def run_playbook(name="converge.yml", extra_vars=None, check=False, inventory=No
     proc.changed = int(recap[-1][1]) if recap else None
     proc.failed = int(recap[-1][3]) if recap else None
     return proc
+
+
+def fingerprint(name):
+    """ssh-keygen's SHA256 fingerprint of one of the scenario's keys, computed on the controller."""
+    out = subprocess.run(["ssh-keygen", "-l", "-f", os.path.join(KEYS, name + ".pub")],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()[1]
+
+
+def over_ssh_inventory(directory, port, user="rkadmin", key=None, password=None, common_args=()):
+    """An inventory that reaches the rig through its published sshd port, as a real one would:
+    Ansible's ssh connection as `user` (sudo for root), with a key file or a password."""
+    host = {
+        "ansible_connection": "ssh",
+        "ansible_host": "127.0.0.1",
+        "ansible_port": port,
+        "ansible_user": user,
+        "ansible_become": True,
+        "ansible_ssh_common_args": " ".join(
+            ["-o StrictHostKeyChecking=no", "-o UserKnownHostsFile=/dev/null"] + list(common_args)),
+    }
+    if key:
+        host["ansible_ssh_private_key_file"] = os.path.join(KEYS, key)
+    if password:
+        host["ansible_password"] = password
+    path = os.path.join(str(directory), "hosts.yml")
+    with open(path, "w") as handle:
+        yaml.safe_dump({"all": {"hosts": {"rig-over-ssh": host}}}, handle)
+    return path
 
 
 def public_key(name):

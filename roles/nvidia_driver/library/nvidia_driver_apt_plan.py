@@ -84,6 +84,14 @@ options:
     description: Rigkeeper's own preferences file, replaced in the simulation by the new one.
     type: path
     default: /etc/apt/preferences.d/rigkeeper-nvidia
+  version_named:
+    description:
+      - Packages named for one driver version (C({upstream}) is replaced by it, 580.95.05), installed
+        at the driver's version when the repositories offer them (the GSP firmware,
+        C(nvidia-firmware-580-{upstream})). One more C(apt-cache madison) call once the version is known.
+    type: list
+    elements: str
+    default: []
   extra_packages:
     description:
       - Packages of the family installed at the version the repositories offer, not the driver's
@@ -145,7 +153,7 @@ EXAMPLES = r'''
   nvidia_driver_apt_plan:
     packages: [nvidia-driver-580-open]
     branch: "580"
-    family: [nvidia-*, libnvidia-*, cuda-drivers*, xserver-xorg-video-nvidia-*]
+    family: [nvidia-*, libnvidia-*, cuda-drivers*, xserver-xorg-video-nvidia*]
     exclude: [nvidia-container-*, libnvidia-container*]
   register: plan
 '''
@@ -271,392 +279,14 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-# A family package's branch: the first all-digit dash-separated part after "nvidia-" and words
-# that start with a letter; or cuda-drivers-<branch>.
-_NAME_BRANCH_RE = re.compile(
-    r'^(?:(?:lib|xserver-xorg-video-|linux-(?:modules|objects|signatures)-)?nvidia-'
-    r'(?:[a-z][a-z0-9.+]*-)*|cuda-drivers-)(\d{3,4})(?:-.*)?$')
-# A package named for one driver version: Ubuntu's firmware (nvidia-firmware-580-580.95.05).
-_NAME_VERSION_RE = re.compile(r'-(\d{3,4}\.\d+(?:\.\d+)?)$')
-_SIM_RE = re.compile(r'^(Inst|Remv|Purg) (\S+)(?: \[([^\]]+)\])?(?: \((\S+))?')
-
-
-# ------------------------------------------------------------------------------------------
-# Debian versions (dpkg's algorithm)
-# ------------------------------------------------------------------------------------------
-def split_version(version):
-    """'1:580.95.05-0ubuntu1' -> (1, '580.95.05', '0ubuntu1'); no revision -> '' revision."""
-    epoch, _, rest = version.partition(':') if ':' in version else ('0', '', version)
-    if '-' in rest:
-        upstream, _, revision = rest.rpartition('-')
-    else:
-        upstream, revision = rest, ''
-    return int(epoch or 0), upstream, revision
-
-
-def _order(char):
-    if char == '~':
-        return -1
-    if char.isalpha():
-        return ord(char)
-    return ord(char) + 256
-
-
-def _compare_part(a, b):
-    while a or b:
-        na = re.match(r'^[^0-9]*', a).group(0)
-        nb = re.match(r'^[^0-9]*', b).group(0)
-        for i in range(max(len(na), len(nb))):
-            ca = _order(na[i]) if i < len(na) else 0
-            cb = _order(nb[i]) if i < len(nb) else 0
-            if ca != cb:
-                return -1 if ca < cb else 1
-        a, b = a[len(na):], b[len(nb):]
-        da = re.match(r'^[0-9]*', a).group(0)
-        db = re.match(r'^[0-9]*', b).group(0)
-        ia, ib = int(da or 0), int(db or 0)
-        if ia != ib:
-            return -1 if ia < ib else 1
-        a, b = a[len(da):], b[len(db):]
-    return 0
-
-
-def compare_versions(a, b):
-    """dpkg --compare-versions: -1, 0 or 1."""
-    ea, ua, ra = split_version(a)
-    eb, ub, rb = split_version(b)
-    if ea != eb:
-        return -1 if ea < eb else 1
-    return _compare_part(ua, ub) or _compare_part(ra, rb)
-
-
-def sort_versions(versions):
-    """Unique versions, newest first."""
-    result = []
-    for version in versions:
-        if version not in result:
-            result.append(version)
-    # insertion sort with dpkg's comparison (lists are short)
-    for pos in range(1, len(result)):
-        item = result[pos]
-        j = pos - 1
-        while j >= 0 and compare_versions(result[j], item) < 0:
-            result[j + 1] = result[j]
-            j -= 1
-        result[j + 1] = item
-    return result
-
-
-def upstream_of(version):
-    return split_version(version)[1]
-
-
-def version_branch(version):
-    match = re.match(r'^(\d+)', upstream_of(version))
-    return match.group(1) if match else None
-
-
-def pin_glob(version):
-    """The Pin: version glob: the upstream part with any Debian revision."""
-    epoch, upstream, revision = split_version(version)
-    prefix = '%d:' % epoch if ':' in version else ''
-    return '%s%s-*' % (prefix, upstream) if revision else version
-
-
-# ------------------------------------------------------------------------------------------
-# Names
-# ------------------------------------------------------------------------------------------
-def name_branch(name):
-    """Branch carried by a family package name ('libnvidia-compute-580' -> '580'), or None."""
-    match = _NAME_BRANCH_RE.match(name.split(':', 1)[0])
-    return match.group(1) if match else None
-
-
-def in_family(name, family, exclude):
-    base = name.split(':', 1)[0]
-    return (any(fnmatch.fnmatchcase(base, g) for g in family)
-            and not any(fnmatch.fnmatchcase(base, g) for g in exclude))
-
-
-def block_globs(family, other_branches):
-    """Globs naming every family package of the other branches: for a family glob ``nvidia-*``
-    and branch 535, ``nvidia-*-535`` and ``nvidia-*-535-*``. apt matches a glob list far faster than
-    a regular expression over every package name (measured on the simulator: 3.4 s for a regex
-    stanza on each apt command, a glob list 0.07 s), and users and unattended-upgrades pay that
-    on every run."""
-    globs = []
-    for branch in other_branches:
-        for pattern in family:
-            stem = pattern.rstrip('*').rstrip('-')
-            # nvidia-* and libnvidia-* carry a word before the branch (nvidia-driver-535,
-            # libnvidia-compute-535); the others name it right away (cuda-drivers-535,
-            # linux-modules-nvidia-535-generic, xserver-xorg-video-nvidia-535).
-            head = stem + '-*' if stem in ('nvidia', 'libnvidia') else stem
-            for glob in ('%s-%s' % (head, branch), '%s-%s-*' % (head, branch)):
-                if glob not in globs:
-                    globs.append(glob)
-    return globs
-
-
-def render_preferences(family, versions, branch, other_branches):
-    """The family pinned to exactly `versions` (one stanza each: every package version string of
-    the install, e.g. 580.95.05-0ubuntu0.24.04.1; exact, so the same upstream version from another
-    origin, NVIDIA's 580.95.05-0ubuntu1, does not win), every other branch's names at -1."""
-    if isinstance(versions, str):
-        versions = [versions]
-    block = block_globs(family, other_branches)
-    text = '# The whole NVIDIA family at exactly this driver version...\n' + '\n'.join(
-        'Package: %s\nPin: version %s\nPin-Priority: 1001\n' % (' '.join(family), v) for v in versions)
-    if block:
-        text += ('\n'
-                 '# ...and no package named for another branch (transitional packages included).\n'
-                 'Package: %s\n'
-                 'Pin: version *\n'
-                 'Pin-Priority: -1\n') % ' '.join(block)
-    return text
-
-
-# ------------------------------------------------------------------------------------------
-# Probes
-# ------------------------------------------------------------------------------------------
-def parse_madison(text, origins=(), not_origins=()):
-    """{package: [versions]} from `apt-cache madison` output, keeping only the versions a source
-    line offers whose URI contains one of `origins` (when given) and none of `not_origins`: the
-    Ubuntu archive's driver, not the CUDA repository's of the same name, when the source is
-    ubuntu (and the reverse)."""
-    result = {}
-    for line in text.splitlines():
-        parts = [p.strip() for p in line.split('|')]
-        if len(parts) < 2 or not parts[0] or not parts[1]:
-            continue
-        where = parts[2] if len(parts) > 2 else ''
-        if origins and not any(o in where for o in origins):
-            continue
-        if any(o in where for o in not_origins):
-            continue
-        result.setdefault(parts[0], [])
-        if parts[1] not in result[parts[0]]:
-            result[parts[0]].append(parts[1])
-    return result
-
-
-def parse_dpkg(text, native_arch=None):
-    """[{name, version, want, status}] for installed (or half-installed) packages. Names carry
-    their architecture only when it is a foreign one (libnvidia-compute-580:i386), as apt prints
-    them."""
-    result = []
-    for line in text.splitlines():
-        parts = line.split('\t')
-        if len(parts) < 4:
-            continue
-        name, version, want, status = parts[:4]
-        if native_arch and name.endswith(':' + native_arch):
-            name = name[:-len(native_arch) - 1]
-        if status in ('not-installed', 'config-files', ''):
-            continue
-        result.append({'name': name, 'version': version, 'want': want, 'status': status})
-    return result
-
-
-def already_installed(install, installed):
-    """True when every `name=version` (or bare `name`) in install is installed and configured at
-    that version (any version for a bare name)."""
-    have = {p['name']: p['version'] for p in installed if p['status'] == 'installed'}
-    for spec in install:
-        name, sep, version = spec.partition('=')
-        if name not in have or (sep and have[name] != version):
-            return False
-    return True
-
-
-def parse_simulation(text):
-    changes = []
-    for line in text.splitlines():
-        match = _SIM_RE.match(line)
-        if not match:
-            continue
-        verb, name, old, new = match.groups()
-        if verb in ('Remv', 'Purg'):
-            changes.append({'action': 'remove', 'name': name, 'from': old, 'to': None})
-            continue
-        if old is None:
-            action = 'install'
-        else:
-            cmp = compare_versions(new, old) if new else 0
-            action = 'upgrade' if cmp > 0 else ('downgrade' if cmp < 0 else 'reinstall')
-        changes.append({'action': action, 'name': name, 'from': old, 'to': new})
-    return changes
-
-
-def describe(change):
-    """'install nvidia-utils-580 580.95.05-1', 'upgrade x 1 -> 2', 'remove y 545.29.06-1'."""
-    if change['action'] == 'install':
-        return 'install %s %s' % (change['name'], change['to'])
-    if change['action'] == 'remove':
-        return 'remove %s %s' % (change['name'], change['from'] or '')
-    return '%s %s %s -> %s' % (change['action'], change['name'], change['from'], change['to'])
-
-
-def unmet_lines(text):
-    keep = []
-    capture = False
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith('The following packages have unmet dependencies'):
-            capture = True
-            continue
-        if stripped.startswith(('E:', 'W:')) and not stripped.startswith('W: Unable to read'):
-            keep.append(stripped)
-            capture = False
-            continue
-        if capture and stripped:
-            keep.append(stripped)
-    return keep
-
-
-_UNMET_NAME_RE = re.compile(r'(?:Depends|PreDepends|Pre-Depends|Recommends):\s*([a-z0-9][a-z0-9.+-]+)')
-
-
-def unmet_other_branch(lines, branch):
-    """Package names in apt's unmet-dependency lines that are named for another branch."""
-    names = []
-    for line in lines:
-        for name in _UNMET_NAME_RE.findall(line):
-            other = name_branch(name)
-            if other is not None and other != branch and name not in names:
-                names.append(name)
-    return names
-
-
-def _driver_like(version):
-    return re.match(r'^\d{3,4}\.', upstream_of(version or '')) is not None
-
-
-def off_branch(family_installed, branch, upstream):
-    """Installed family packages that do not belong to this driver: named for another branch, or
-    on this branch (or unversioned, NVIDIA's 590+ names) at another driver version."""
-    result = []
-    for pkg in family_installed:
-        named = pkg['branch']
-        up = upstream_of(pkg['version'])
-        if named is None:
-            if _driver_like(pkg['version']) and version_branch(pkg['version']) == branch and up != upstream:
-                result.append('%s %s' % (pkg['name'], pkg['version']))
-            continue
-        if named != branch or (_driver_like(pkg['version']) and up != upstream):
-            result.append('%s %s' % (pkg['name'], pkg['version']))
-    return result
-
-
-def version_named_leftovers(family_installed, branch, upstream):
-    """Installed packages named for another version of this branch (nvidia-firmware-580-580.82.07
-    once 580.95.05 is installed): nothing depends on them after the change, and they must go, or
-    the installed driver is not one version."""
-    names = []
-    for pkg in family_installed:
-        match = _NAME_VERSION_RE.search(pkg['name'])
-        if match and pkg['branch'] == branch and match.group(1) != upstream:
-            names.append(pkg['name'])
-    return names
-
-
-def parse_show(text):
-    """[{Package, Version, Depends}] from `apt-cache show` stanzas."""
-    stanzas, current = [], {}
-    for line in text.splitlines():
-        if not line.strip():
-            if current:
-                stanzas.append(current)
-            current = {}
-            continue
-        if line[:1] in (' ', '\t'):
-            continue
-        key, sep, value = line.partition(':')
-        if sep and key in ('Package', 'Version', 'Depends'):
-            current[key] = value.strip()
-    if current:
-        stanzas.append(current)
-    return stanzas
-
-
-def kernel_following_version(name, stanzas, upstream):
-    """Newest version of a kernel-following package (Canonical's linux-modules-nvidia-*) whose
-    nvidia-kernel-common dependency names exactly this driver version (its build), or None."""
-    wanted = re.compile(r'nvidia-kernel-common[^\s,(]*\s*\(>=\s*%s\)' % re.escape(upstream))
-    versions = [st['Version'] for st in stanzas
-                if st.get('Package') == name and st.get('Version') and wanted.search(st.get('Depends', ''))]
-    return sort_versions(versions)[0] if versions else None
-
-
-def released_status(status_text, names):
-    """dpkg's status file with the holds of `names` released (the role releases them the same way
-    before it installs), every other hold kept."""
-    out, package = [], None
-    for line in status_text.splitlines(True):
-        if line.startswith('Package: '):
-            package = line[len('Package: '):].strip()
-        elif line.startswith('Status: hold ') and package in names:
-            line = 'Status: install ' + line[len('Status: hold '):]
-        out.append(line)
-    return ''.join(out)
-
-
-def family_after(family_installed, changes, family, exclude):
-    current = dict((p['name'], p['selection']) for p in family_installed)
-    for change in changes:
-        name = change['name']
-        if change['action'] == 'remove':
-            current.pop(name, None)
-        elif in_family(name, family, exclude):
-            current.setdefault(name, 'install')
-    return [dict(name=n, selection=current[n]) for n in sorted(current)]
-
-
-# ------------------------------------------------------------------------------------------
-# Resolution
-# ------------------------------------------------------------------------------------------
-class PlanError(Exception):
-    pass
-
-
-def resolve(packages, branch, version, keep_installed, offered, installed_versions):
-    """(version, resolved_from, available) for the main package."""
-    main = packages[0]
-    every = sort_versions(offered.get(main, []))
-    available = [v for v in every if version_branch(v) == branch]
-    installed = installed_versions.get(main)
-    if version:
-        candidates = available + ([installed] if installed else [])
-        for cand in candidates:
-            if cand == version:
-                return cand, 'variable', available
-        same = [c for c in candidates if upstream_of(c) == version]
-        if same:
-            return sort_versions(same)[0], 'variable', available
-        raise PlanError('%s has no version %s in the configured repositories (versions of branch '
-                        '%s: %s; all: %s). Set nvidia_driver_version to one of them, or leave it '
-                        'unset for the newest of the branch'
-                        % (main, version, branch, ', '.join(available) or 'none',
-                           ', '.join(every) or 'none'))
-    if keep_installed and installed and version_branch(installed) == branch:
-        return installed, 'installed', available
-    if available:
-        return available[0], 'newest', available
-    raise PlanError('no version of %s on branch %s in the configured repositories (offered: %s). '
-                    'Check the package source (nvidia_driver_source) and the repository, or pick '
-                    'another branch' % (main, branch, ', '.join(every) or 'none'))
-
-
-def companion_version(name, version, offered, installed_versions):
-    versions = sort_versions(offered.get(name, []) + ([installed_versions[name]]
-                                                      if name in installed_versions else []))
-    if version in versions:
-        return version
-    same = [v for v in versions if upstream_of(v) == upstream_of(version)]
-    if same:
-        return same[0]
-    raise PlanError('%s has no version with the driver version %s (offered: %s): it must match the '
-                    'driver exactly' % (name, upstream_of(version), ', '.join(versions) or 'none'))
+from ansible.module_utils.rigkeeper_apt import (  # noqa: F401 (the unit tests use them from here too)
+    split_version, _order, _compare_part, compare_versions, sort_versions, upstream_of,
+    version_branch, pin_glob, name_branch, in_family, block_globs, pin_names, render_preferences,
+    parse_madison, parse_dpkg, already_installed, parse_simulation, describe, unmet_lines,
+    unmet_other_branch, _driver_like, off_branch, version_named_leftovers, parse_show,
+    kernel_following_version, released_status, family_after, PlanError, resolve, companion_version,
+    _NAME_BRANCH_RE, _NAME_VERSION_RE, _SIM_RE, _UNMET_NAME_RE,
+)
 
 
 def build_module():
@@ -671,6 +301,7 @@ def build_module():
             not_origins=dict(type='list', elements='str', default=[]),
             preferences_path=dict(type='path', default='/etc/apt/preferences.d/rigkeeper-nvidia'),
             extra_packages=dict(type='list', elements='str', default=[]),
+            version_named=dict(type='list', elements='str', default=[]),
             branch=dict(type='str', required=True),
             version=dict(type='str'),
             keep_installed=dict(type='bool', default=True),
@@ -784,6 +415,17 @@ def run_module(module):
                 install.append('%s=%s' % (name, build))
             else:
                 install.append('%s=%s' % (name, companion_version(name, version, offered, installed_versions)))
+        named = [t.replace('{upstream}', upstream_of(version)) for t in params['version_named']]
+        named = [n for n in named if n not in [s.split('=', 1)[0] for s in install]]
+        if named:
+            rc, out, err = module.run_command([apt_cache, 'madison'] + named)
+            offered_named = parse_madison(out, params['origins'], params['not_origins']) if rc == 0 else {}
+            for name in named:
+                same = [v for v in sort_versions(offered_named.get(name, []) +
+                                                 ([installed_versions[name]] if name in installed_versions else []))
+                        if upstream_of(v) == upstream_of(version)]
+                if same:
+                    install.append('%s=%s' % (name, version if version in same else same[0]))
         install += params['extra_packages']
     except PlanError as exc:
         module.fail_json(msg=str(exc), offered=offered)
@@ -801,12 +443,19 @@ def run_module(module):
 
     # Exact versions (each distinct version of the install, kernel-following builds left out: they
     # carry the kernel's), so the pin names one build of one origin.
-    pinned = []
+    # The driver's own version first (version_from may not be among the packages installed: the
+    # libraries of NVIDIA's 590+ repository carry another revision than its metapackages).
+    pinned = [version]
     for spec in install:
         name, _sep, ver = spec.partition('=')
         if ver and not is_following(name) and name not in params['pre_packages'] and ver not in pinned:
             pinned.append(ver)
-    preferences = render_preferences(family, pinned or [version], branch, params['other_branches'])
+    # The names the pin lists: every family name apt knows or dpkg has installed.
+    rc, out, err = module.run_command([apt_cache, 'pkgnames'])
+    if rc != 0:
+        module.fail_json(msg='apt-cache pkgnames failed: %s' % err.strip(), rc=rc, stdout=out, stderr=err)
+    known = set(out.split()) | set(p['name'] for p in family_installed)
+    preferences = render_preferences(family, pinned or [version], branch, params['other_branches'], known, exclude)
     result = dict(
         changed=False,
         version=version,
@@ -818,6 +467,7 @@ def run_module(module):
         install=install,
         preferences=preferences,
         block_globs=block_globs(family, params['other_branches']),
+        block_names=pin_names(known, family, exclude, branch, params['other_branches'])[1],
         installed_family=family_installed,
         installed_driver=installed_versions.get(main_pkg),
         remove=remove,

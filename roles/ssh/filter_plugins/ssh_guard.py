@@ -2,7 +2,8 @@
 # Copyright: rigkeeper contributors
 # Apache License 2.0 (see pyproject.toml)
 """Decisions of the ssh role, as pure functions: who can log in with a password, which lines of an
-authorized_keys file are keys, and who would be left without a key after the role's change.
+authorized_keys file are keys, who would be left without a key after the role's change, and
+whether the key Ansible itself logs in with survives it.
 
 The role applies these decisions; it does not make them in Jinja. No Ansible state is read here.
 """
@@ -10,6 +11,7 @@ The role applies these decisions; it does not make them in Jinja. No Ansible sta
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 
 from ansible.errors import AnsibleFilterError
@@ -49,6 +51,29 @@ def ssh_is_public_key(line):
         if token in KEY_TYPES:
             return bool(_BASE64.match(tokens[i + 1]))
     return False
+
+
+def ssh_key_blob(line):
+    """'type base64' of an authorized_keys or .pub line (options and comment dropped), or None."""
+    if not isinstance(line, str) or line.strip().startswith("#"):
+        return None
+    tokens = _TOKENS.findall(line.strip())
+    for i, token in enumerate(tokens[:-1]):
+        if token in KEY_TYPES and _BASE64.match(tokens[i + 1]):
+            return "%s %s" % (token, tokens[i + 1])
+    return None
+
+
+def ssh_key_fingerprint(line):
+    """The SHA256 fingerprint of a public key line, as ssh-keygen -l prints it (SHA256:...)."""
+    blob = ssh_key_blob(line)
+    if blob is None:
+        raise AnsibleFilterError("ssh_key_fingerprint: not a public key line: %.60s" % (line,))
+    try:
+        raw = base64.b64decode(blob.split(" ", 1)[1], validate=True)
+    except ValueError:
+        raise AnsibleFilterError("ssh_key_fingerprint: the key's base64 does not decode: %.60s" % (line,))
+    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
 
 
 def ssh_key_lines(text, marker=None):
@@ -196,6 +221,74 @@ def ssh_lockout_problems(users, plan, default_exclusive, slurped, passwd, marker
     return problems
 
 
+def ssh_connection_keys(text):
+    """The public keys Ansible's SSH connection can log in with, from the controller probe's
+    output (tasks/guard.yml): lines 'SOURCE KEY...', SOURCE one of file (the configured private
+    key file), agent (ssh-add -L) or identity (ssh's own IdentityFile list, `ssh -G`).
+    Returns [{source, blob, fingerprint}], one per key (the first source that names it)."""
+    keys, seen = [], set()
+    for line in (text or "").splitlines():
+        source, _, rest = line.strip().partition(" ")
+        if source not in ("file", "agent", "identity"):
+            continue
+        blob = ssh_key_blob(rest)
+        if blob is None or blob in seen:
+            continue
+        seen.add(blob)
+        keys.append({"source": source, "blob": blob, "fingerprint": ssh_key_fingerprint(blob)})
+    return keys
+
+
+def _blobs(lines):
+    return {ssh_key_blob(line) for line in lines} - {None}
+
+
+def ssh_connection_key_problems(user, connection_keys, plan, default_exclusive, slurped, passwd, marker):
+    """Would the role remove the key Ansible logs in with? One message when it would (empty: safe).
+
+    user: the account Ansible logs in as over SSH; connection_keys: ssh_connection_keys(); plan,
+    default_exclusive, slurped, passwd, marker: as for ssh_lockout_problems. The keys that log in
+    today are the connection's keys found in the files sshd reads for `user`. When the configured
+    key file's key is one of them, that key must still be there after the change (the inventory
+    says to log in with it); otherwise at least one of them must. Keys that are in no file (a
+    certificate, AuthorizedKeysCommand) are not the role's to remove and are not checked.
+    """
+    if not user or not connection_keys or user not in (passwd or {}):
+        return []
+    listed = _plan_by_user(plan, default_exclusive).get(user)
+    if listed is None:
+        return []
+    files = _slurped_files(slurped).get(user, {})
+    managed = "%s/.ssh/authorized_keys" % passwd[user][4].rstrip("/")
+    current = set()
+    for text in files.values():
+        current |= _blobs(ssh_key_lines(text))
+    others = set()
+    for path, text in files.items():
+        if path != managed:
+            others |= _blobs(ssh_key_lines(text))
+    after = _blobs(listed["keys"]) | others
+    if not listed["exclusive"]:
+        after |= _blobs(ssh_key_lines(files.get(managed, ""), marker))
+    in_use = [k for k in connection_keys if k["blob"] in current]
+    if not in_use:
+        return []
+    must = [k for k in in_use if k["source"] == "file"] or in_use
+    if any(k["blob"] in after for k in must):
+        return []
+    mode = "exclusive" if listed["exclusive"] else "additive"
+    found_in = sorted(p for p, text in files.items() if _blobs(ssh_key_lines(text)) & {k["blob"] for k in must})
+    return ["Ansible logs in to this host as %s with the key %s, found today in %s;"
+            " ssh_authorized_keys (%s mode) would leave %s without it and the next run could not"
+            " log in. Add that key to %s's keys in ssh_authorized_keys, or connect with a key that"
+            " stays" % (user, " or ".join("%s (%s)" % (k["fingerprint"], _SOURCES[k["source"]]) for k in must),
+                        ", ".join(found_in), mode, user, user)]
+
+
+_SOURCES = {"file": "the private key file Ansible is configured with", "agent": "ssh-agent",
+            "identity": "an IdentityFile of ssh's configuration"}
+
+
 class FilterModule(object):
     def filters(self):
         return {
@@ -205,4 +298,7 @@ class FilterModule(object):
             "ssh_plan_problems": ssh_plan_problems,
             "ssh_lockout_problems": ssh_lockout_problems,
             "ssh_authorized_keys_files": ssh_authorized_keys_files,
+            "ssh_key_fingerprint": ssh_key_fingerprint,
+            "ssh_connection_keys": ssh_connection_keys,
+            "ssh_connection_key_problems": ssh_connection_key_problems,
         }

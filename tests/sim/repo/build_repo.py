@@ -199,6 +199,12 @@ if [ "$1" = configure ]; then
 fi
 exit 0
 """,
+    # Canonical's precompiled module packages run depmod for their kernel (postinst and postrm).
+    "depmod-script": lambda: """#!/bin/sh
+set -e
+/usr/lib/rigkeeper-sim/simkernel.py depmod || true
+exit 0
+""",
     "daemon-reload-postinst": lambda: """#!/bin/sh
 set -e
 if [ "$1" = configure ] && [ -d /run/systemd/system ]; then

@@ -552,7 +552,8 @@ def precompiled_modules(suite: str) -> list[Deb]:
                           description=f"Linux kernel nvidia modules for version {rel.rsplit('-', 1)[0]}" + NOTE,
                           fields={"Depends": f"linux-image-{rel}, nvidia-kernel-common-{base} (>= {X})"},
                           files={f"/lib/modules/{rel}/kernel/nvidia-{F}/{m}.ko": ("text", ko.format(name=m))
-                                 for m in ("nvidia", "nvidia-uvm", "nvidia-modeset", "nvidia-drm")})
+                                 for m in ("nvidia", "nvidia-uvm", "nvidia-modeset", "nvidia-drm")},
+                          scripts={"postinst": "depmod-script", "postrm": "depmod-script"})
             meta = Deb(name=f"linux-modules-nvidia-{F}-generic", version=version, source="linux-restricted-modules",
                        maintainer=KERNEL_MAINT, section="restricted/kernel",
                        description=f"Extra drivers for nvidia-{F} for the generic flavour" + NOTE,

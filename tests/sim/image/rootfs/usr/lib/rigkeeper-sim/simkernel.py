@@ -18,6 +18,7 @@ what the kernel, the boot loader, the firmware and DKMS decide on a real GPU ser
   dkms-remove --version V                                            (its prerm)
   dkms-autoinstall KERNEL                                            (kernel/header postinst hooks)
   dkms status|add|build|install|remove ...                           (the `dkms` command: /usr/local/sbin/dkms)
+  depmod [KERNEL]              rewrite the stand-in of modules.dep (module packages' postinst/postrm)
   kernel-postinst KERNEL / kernel-postrm KERNEL / headers-postinst KERNEL   (fake linux-image/-headers)
 
 Nothing here loads a module on demand: the NVIDIA module is there at boot, or after an explicit
@@ -636,6 +637,7 @@ def dkms_build(version: str, kind: str, kernel: str) -> bool:
     for name in DKMS_MODULE_NAMES:
         write(f"/lib/modules/{kernel}/updates/dkms/{name}.ko", body.replace("name=nvidia", f"name={name}"))
         write(f"{DKMS}/{version}/{kernel}/x86_64/module/{name}.ko", body)
+    depmod(kernel)
     print(f"nvidia/{version}: built and installed for {kernel} ({kind}{', signed with the MOK' if signer else ''})")
     return True
 
@@ -644,6 +646,19 @@ def _srcversion(text: str) -> str:
     """A module's srcversion (23 upper-case hex digits on real modules: a hash of its sources)."""
     import hashlib
     return hashlib.sha1(text.encode()).hexdigest()[:23].upper()
+
+
+def depmod(kernel: str) -> None:
+    """What depmod's rewrite of /lib/modules/<kernel>/modules.dep tells a watcher (NVIDIA's
+    nvidia-cdi-refresh.path watches that file of the running kernel): the rig's kernels are
+    simulated, so the module lists of every kernel go to one file, STATE/modules.dep, rewritten
+    whenever a DKMS build or removal would run depmod."""
+    lines = []
+    for k in installed_kernels():
+        for p in sorted(glob.glob(path(f"/lib/modules/{k}/updates/dkms/*.ko")) +
+                        glob.glob(path(f"/lib/modules/{k}/kernel/nvidia-*/*.ko"))):
+            lines.append(f"{k}: {p[len(_root()):]}")
+    write(STATE + "/modules.dep", "\n".join(lines) + ("\n" if lines else ""))
 
 
 def dkms_install(argv: list[str]) -> int:
@@ -667,6 +682,7 @@ def _uninstall(module: str, version: str, kernels: list[str]) -> None:
             f = f"/lib/modules/{k}/updates/dkms/{name}.ko"
             if _owned_by(parse_ko(f), module, version):
                 remove(f)
+        depmod(k)
 
 
 def dkms_remove(argv: list[str]) -> int:
@@ -799,6 +815,7 @@ def _dkms_cli_install(module: str, version: str, kernel: str, force: bool) -> in
             return 6
     for f in names:
         write(f"/lib/modules/{kernel}/updates/dkms/{f}", read(f"{built_dir}/{f}") or "")
+    depmod(kernel)
     print(f"Installing /lib/modules/{kernel}/updates/dkms/{{{','.join(n[:-3] for n in names)}}}.ko\nRunning depmod... done.")
     return 0
 
@@ -956,6 +973,7 @@ COMMANDS = {
     "dkms-remove": dkms_remove,
     "dkms-autoinstall": dkms_autoinstall,
     "dkms": dkms_cli,
+    "depmod": lambda argv: depmod(argv[0] if argv else running_kernel() or "") or 0,
     "kernel-postinst": kernel_postinst,
     "kernel-postrm": kernel_postrm,
     "headers-postinst": headers_postinst,
