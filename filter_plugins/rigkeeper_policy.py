@@ -1938,8 +1938,13 @@ def _check_runfile(host, severity):
         [f'{p} (no package owns it)' for p in stray]
     if not found:
         return _finding('runfile', True, severity, 'no leftovers of NVIDIA\'s .run installer')
+    # /usr/local/nvidia is where a container host mounts its driver in (the lent H200 server's
+    # sandbox): no installer ran there, and no package may be installed over it either.
+    where = ('a driver installed outside apt (NVIDIA\'s .run installer, or a container host\'s driver '
+             'mounted in)' if any(p.startswith('/usr/local/nvidia/') for p in stray)
+             else 'leftovers of NVIDIA\'s .run installer')
     return _finding('runfile', False, severity,
-                    f'leftovers of NVIDIA\'s .run installer: {"; ".join(found)}. They shadow the packaged driver '
+                    f'{where}: {"; ".join(found)}. They shadow the packaged driver '
                     '("Driver/library version mismatch", a library of another version loaded first) '
                     f'({POLICY["preflight"]["checks"]["runfile"]["source"]}). To do: run '
                     '`sudo nvidia-uninstall` (or remove the listed files), then run again; or accept it with '

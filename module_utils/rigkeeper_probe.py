@@ -681,6 +681,18 @@ def check_nvidia_family(res, host):
     if rc != 0:
         return result(ERROR, 'apt-cache pkgnames failed: %s' % (err.strip() or rc))
     status, reasons = family_findings(res, found, pin_text, out.split())
+    if status == ABSENT:
+        try:
+            loaded = host.read_bytes('/proc/driver/nvidia/version').decode('utf-8', 'replace')
+        except (IOError, OSError):
+            loaded = ''
+        match = re.search(r'Kernel Module(?: for \S+)?\s+(\d+\.\d+(?:\.\d+)?)', loaded)
+        if match:
+            # A driver runs that no package of the family installed: NVIDIA's .run installer, or the
+            # host of a container that mounts its driver in (the lent H200 server: /usr/local/nvidia).
+            reasons.append('yet driver %s is loaded, installed outside apt (NVIDIA\'s .run installer, or a '
+                           'container host\'s driver): the role would install packages beside it; remove it '
+                           'first (nvidia-uninstall) or leave nvidia_driver out of rigkeeper_roles' % match.group(1))
     return result(status, *reasons)
 
 

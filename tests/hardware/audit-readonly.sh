@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The drift audit on a real GPU server, read-only, timed against its floor.
 #
-#   tests/hardware/audit-readonly.sh [REPORT_DIR] [REPEAT]
+#   [RK_WANTS=VARS.yml] tests/hardware/audit-readonly.sh [REPORT_DIR] [REPEAT]
 #
 # Behind the guard of tests/hardware/guard.sh (every call that changes the machine is refused):
 #  - the GPU state every GPU reports (power limit, persistence, application clocks, compute mode)
@@ -29,6 +29,8 @@ export ANSIBLE_CONFIG="$root/ansible.cfg" RIGKEEPER_REPORT_DIR="$out" ANSIBLE_NO
 export ANSIBLE_LOCAL_TEMP="$out/.ansible-tmp" ANSIBLE_REMOTE_TEMP="$out/.ansible-tmp"
 cd "$root"
 common=(-i localhost, -c local -e "ansible_python_interpreter=$(command -v "$py")")
+# RK_WANTS: a vars file with the host's wants (tests/hardware/h200-wants.yml), else the role defaults.
+if [ -n "${RK_WANTS:-}" ]; then common+=(-e "@$RK_WANTS"); fi
 
 state() {
   nvidia-smi --query-gpu=index,pci.bus_id,power.limit,persistence_mode,clocks.applications.graphics,compute_mode \

@@ -124,3 +124,25 @@ def test_preflight_names_runfile_leftovers_with_the_fix():
     assert 'sudo nvidia-uninstall' in result['message']
     clean = [r for r in rk_preflight_checks({'present': False, 'gpus': []}, {}) if r['id'] == 'runfile'][0]
     assert clean['ok'] is True
+
+
+def test_preflight_tells_a_container_hosts_driver_from_a_run_installer():
+    """The lent H200 server: the sandbox's host mounts its driver in under /usr/local/nvidia."""
+    from rigkeeper_policy import rk_preflight_checks
+    host = {'runfile': {'stray_libraries': ['/usr/local/nvidia/lib64/libnvidia-ml.so.580.159.04']}}
+    result = [r for r in rk_preflight_checks({'present': False, 'gpus': []}, host) if r['id'] == 'runfile'][0]
+    assert result['ok'] is False
+    assert result['message'].startswith("a driver installed outside apt (NVIDIA's .run installer, or a container "
+                                        "host's driver mounted in): /usr/local/nvidia/lib64/")
+
+
+def test_the_read_only_hardware_run_sets_every_preflight_check_to_warn():
+    """tests/hardware/run-readonly.sh must not stop on a check it did not list (the runfile check,
+    added later, stopped its run on the H200)."""
+    import json
+    import re
+    from pathlib import Path
+    from rigkeeper_policy import POLICY
+    text = (Path(__file__).resolve().parents[2] / 'tests/hardware/run-readonly.sh').read_text()
+    listed = json.loads(re.search(r"-e '(\{\"preflight_severities\".*?\})'", text).group(1))['preflight_severities']
+    assert set(listed) == set(POLICY['preflight']['checks']) and set(listed.values()) == {'warn'}

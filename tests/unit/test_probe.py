@@ -352,3 +352,34 @@ def test_worst_status_counts_for_a_role():
     assert worst(['ok', 'absent', 'drift']) in ('absent', 'drift')
     assert worst(['drift', 'error']) == 'error'
     assert worst([]) == 'ok'
+
+
+class ProcHost(FakeHost):
+    """A host whose /proc/driver/nvidia/version says which driver runs."""
+
+    def __init__(self, commands, proc):
+        super().__init__(commands)
+        self.proc = proc
+
+    def read_bytes(self, path):
+        if path == '/proc/driver/nvidia/version':
+            if self.proc is None:
+                raise IOError(2, 'No such file or directory')
+            return self.proc.encode()
+        return super().read_bytes(path)
+
+
+# The lent H200 server's text (tests/hardware/README.md): a driver no package installed.
+H200_PROC = ('NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  (nixbld@)  \n'
+             'GCC version:  gcc version 15.3.0 (GCC) \n')
+
+
+@pytest.mark.parametrize('proc,extra', [(H200_PROC, 'yet driver 580.159.04 is loaded, installed outside apt'),
+                                        (None, None)])
+def test_a_driver_no_package_installed_is_named(proc, extra):
+    host = ProcHost({('dpkg-query',): (0, 'pciutils\t1:3.9.0-4\tinstall ok installed\n', ''),
+                     ('apt-cache', 'pkgnames'): (0, 'nvidia-open-580\n', '')}, proc)
+    got = one({'kind': 'nvidia_family', 'install': ['nvidia-open-580'], 'branch': '580',
+               'family': ['nvidia-*'], 'preferences_path': '/nonexistent/rigkeeper-nvidia'}, host)
+    assert got['status'] == 'absent' and 'nvidia-open-580 missing' in got['reasons'][0]
+    assert (extra in ' '.join(got['reasons'])) if extra else len(got['reasons']) == 1

@@ -1,7 +1,7 @@
 """The audit under faults: a drift in every role at once, one of them a check that cannot run; a
 wiped /etc/rigkeeper; an inventory that manages fewer roles; an unreachable host. Every managed role
 is reported with its own findings; a role that cannot be checked is an error and the rest are
-still checked. Runs after test_audit.py on the same converged clone, and leaves it converged."""
+still checked. Its own clone of the converged rig (scenario audit_faults)."""
 import json
 import os
 import subprocess
