@@ -53,7 +53,9 @@ def test_the_p2p_check_passed_after_the_reboot(host):
 def test_the_driver_is_pinned_to_that_exact_version(host):
     pref = host.file("/etc/apt/preferences.d/rigkeeper-nvidia").content_string
     assert f"Pin: version {V}-" in pref
-    held = host.run("dpkg --get-selections | awk '$2 == \"hold\" {print $1}'").stdout.split()
+    # dpkg names a Multi-Arch: same package with its architecture (libnvidia-compute-580:amd64).
+    held = [h.split(":")[0] for h in
+            host.check_output("dpkg --get-selections | awk '$2 == \"hold\" {print $1}'").split()]
     assert {"nvidia-dkms-580-open", "nvidia-utils-580", "libnvidia-compute-580"} <= set(held)
     assert host.run("dpkg-query -W -f '${Version}' nvidia-utils-580").stdout.startswith(V + "-")
 
