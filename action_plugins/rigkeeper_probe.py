@@ -56,6 +56,7 @@ GPU_FACTS_ARGS = {
     'kernel_release_path': 'gpu_facts_kernel_release_path',
     'sys_module_dir': 'gpu_facts_sys_module_dir',
     'grub_cfg_path': 'gpu_facts_grub_cfg_path',
+    'iommu_dir': 'gpu_facts_iommu_dir',
     'gather_topology': 'gpu_facts_gather_topology',
 }
 

@@ -28,6 +28,10 @@ description:
     reached" (an error), and when the host was unreachable every managed role is an error that
     says so.
   - >-
+    A task with rigkeeper_report set to "cases" reports checks of its own: its msg is a list of
+    {check, ok, message}, and each entry is a testcase that passes or fails (a failing one is a
+    finding, such as a GPU pair whose P2P is not OK: JUnit failure, Markdown FAIL).
+  - >-
     While the run goes on, the plugin keeps the host variable rigkeeper_report_drift (the list of
     drifting checks) up to date, so a play can fail on drift. playbooks/audit.yml does, which makes
     ansible-playbook exit non-zero. rigkeeper_report_active tells a play that the plugin runs.
@@ -144,7 +148,7 @@ class CallbackModule(CallbackBase):
 
     def _entry(self, host, check):
         return self.results.setdefault(host, {}).setdefault(
-            check, {"ok": 0, "changed": [], "failed": [], "warned": [], "skipped": 0})
+            check, {"ok": 0, "changed": [], "failed": [], "warned": [], "skipped": 0, "findings": []})
 
     def _probe(self, result, host):
         """The audit's probe: one check per role, the probe's own verdict."""
@@ -190,6 +194,18 @@ class CallbackModule(CallbackBase):
             roles = result._result.get("msg")
             for role in roles if isinstance(roles, list) else []:
                 self._entry(result._host.get_name(), str(role))["skipped"] += 1
+            return
+        if mark == "cases":
+            cases = result._result.get("msg")
+            for case in cases if isinstance(cases, list) else []:
+                if not isinstance(case, dict) or not case.get("check"):
+                    continue
+                entry = self._entry(result._host.get_name(), str(case["check"]))
+                if case.get("ok"):
+                    entry["ok"] += 1
+                else:
+                    entry["findings"].append({"task": str(case["check"]), "action": task.action,
+                                              "msg": str(case.get("message") or ""), "diff": ""})
             return
         check = check_name(task)
         if check in IGNORED_CHECKS:
@@ -267,20 +283,24 @@ class CallbackModule(CallbackBase):
                     status = e["probe"]
                 elif e["failed"] or e["changed"]:
                     status = "drift" if not e["failed"] else "error"
+                elif e["findings"]:
+                    status = "fail"
                 elif e["ok"] == 0 and e["skipped"] > 0:
                     status = "not managed"
                 else:
                     status = "ok"
                 hosts[host][check] = {"status": status, "ok": e["ok"], "skipped": e["skipped"],
                                       "changed": e["changed"], "failed": e["failed"],
-                                      "warnings": e.get("warned", [])}
+                                      "warnings": e.get("warned", []), "findings": e["findings"]}
         drift = sum(1 for h in hosts.values() for c in h.values() if c["status"] in ("drift", "error", "not reached"))
+        fail = sum(1 for h in hosts.values() for c in h.values() if c["status"] == "fail")
         return {
             "playbook": self.playbook,
             "check_mode": self.check_mode,
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "duration_s": round(time.time() - self.started, 2),
             "drift_count": drift,
+            "fail_count": fail,
             "hosts": hosts,
         }
 
@@ -288,7 +308,7 @@ class CallbackModule(CallbackBase):
     def junit(summary):
         cases = [c for h in summary["hosts"].values() for c in h.values()]
         suite = ET.Element("testsuite", name=f"rigkeeper.{summary['playbook']}", tests=str(len(cases)),
-                           failures=str(sum(1 for c in cases if c["status"] == "drift")),
+                           failures=str(sum(1 for c in cases if c["status"] in ("drift", "fail"))),
                            errors=str(sum(1 for c in cases if c["status"] in ("error", "not reached"))),
                            skipped=str(sum(1 for c in cases if c["status"] == "not managed")),
                            time=str(summary["duration_s"]))
@@ -297,6 +317,9 @@ class CallbackModule(CallbackBase):
                 case = ET.SubElement(suite, "testcase", classname=host, name=check)
                 if c["status"] == "not managed":
                     ET.SubElement(case, "skipped", message="not managed on this host")
+                elif c["status"] == "fail":
+                    el = ET.SubElement(case, "failure", message="; ".join(i["msg"] for i in c["findings"])[:500])
+                    el.text = "\n\n".join(i["msg"] for i in c["findings"])
                 elif c["status"] in ("drift", "error", "not reached"):
                     items = c["failed"] + c["changed"]
                     text = "\n\n".join(f"{i['task']}\n{i['msg'] or ''}\n{i['diff'] or ''}".rstrip() for i in items)
@@ -311,15 +334,19 @@ class CallbackModule(CallbackBase):
 
     @staticmethod
     def markdown(summary):
-        lines = [f"## rigkeeper {summary['playbook']}: "
-                 + ("no drift" if summary["drift_count"] == 0 else f"{summary['drift_count']} drifted check(s)"), ""]
+        head = "no drift" if summary["drift_count"] == 0 else f"{summary['drift_count']} drifted check(s)"
+        if summary.get("fail_count"):
+            head += f", {summary['fail_count']} failed check(s)"
+        lines = [f"## rigkeeper {summary['playbook']}: {head}", ""]
         lines += ["| host | check | status | detail |", "|---|---|---|---|"]
         for host, checks in summary["hosts"].items():
             for check, c in checks.items():
                 detail = "; ".join(f"{i['task']}: {i['msg']}" if i.get("msg") and i.get("action") in ("drift", "absent", "error", "warn") else i["task"]
                                    for i in c["failed"] + c["changed"] + c.get("warnings", [])) or ""
+                if c["status"] == "fail":
+                    detail = "; ".join(i["msg"] for i in c["findings"])
                 detail = detail.replace("|", "\\|").replace("\n", " ")
-                mark = {"ok": "ok", "drift": "**DRIFT**", "error": "**ERROR**", "not managed": "not managed",
+                mark = {"ok": "ok", "drift": "**DRIFT**", "error": "**ERROR**", "fail": "**FAIL**", "not managed": "not managed",
                         "not reached": "**NOT REACHED**", "warn": "ok (warning)"}[c["status"]]
                 lines.append(f"| {host} | {check} | {mark} | {detail} |")
         return "\n".join(lines) + "\n"

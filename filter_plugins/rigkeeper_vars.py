@@ -48,6 +48,7 @@ SHARED_VARIABLES = {
     "rigkeeper_kernel_release_path": "roles/gpu_facts/README.md: where the running kernel release is read",
     "rigkeeper_sys_module_dir": "roles/gpu_facts/README.md: where loaded kernel modules are listed (/sys/module)",
     "rigkeeper_module_version_paths": "roles/gpu_facts/README.md: where the loaded module version is read",
+    "rigkeeper_iommu_dir": "roles/gpu_facts/README.md: where the active IOMMUs are listed (/sys/class/iommu)",
     "rigkeeper_apt_lock_timeout": "playbooks/site.yml: seconds apt waits for the dpkg lock (default 600)",
     # Playbook variables.
     "rigkeeper_all_roles": "playbooks/site.yml, audit.yml: every role the playbooks know",
@@ -78,6 +79,8 @@ RUNTIME_VARIABLES = {
     "nvidia_driver_gpu_jobs": "roles/nvidia_driver/tasks/gpu_jobs.yml (set_fact): GPU work that blocks a reboot",
     "cuda_toolkit_repo_pending": "roles/cuda_toolkit/tasks/repo.yml (set_fact): the repository is not set up yet (check mode)",
     "container_toolkit_cdi_pending": "roles/container_toolkit/tasks/cdi.yml (set_fact): CDI waits for the driver",
+    "p2p_check_results": "roles/p2p_check/tasks/report.yml (set_fact): the P2P diagnosis per pair and per GPU",
+    "nvidia_p2p": "nvidia_p2p_facts module (p2p_check role, nvidia_driver's P2P modules): P2P matrices and pairs",
     "rigkeeper_report_drift": "callback_plugins/rigkeeper_report.py: the checks that drifted",
     "rigkeeper_wanted": "rigkeeper_probe action: each role's compiled wanted state (the values its tasks apply)",
     "rigkeeper_state": "rigkeeper_probe action: each role's probe status and findings",

@@ -283,6 +283,13 @@ def compile_nvidia_driver(ctx):
                 # A warning: an archive that no longer offers them is reported by the role, not failed.
                 w.package('headers_' + name, name, label='kernel headers %s (DKMS builds against them)' % name)
                 w.resources[-1]['severity'] = 'warning'
+        if _bool(v('nvidia_driver_p2p_modules')):
+            # The opt-in P2P modules (tasks/p2p_modules.yml): DKMS has nvidia-p2p installed for a kernel.
+            # A host without them drifts, so a converged driver still reaches the role's P2P tasks
+            # (their refusals first). That P2P works is not probed: playbooks/p2p-check.yml measures it.
+            w.add('p2p_modules', 'command', 'P2P kernel modules nvidia-p2p installed through DKMS',
+                  argv=['dkms', 'status', '-m', 'nvidia-p2p'], program='dkms',
+                  match=[r'^nvidia-p2p/\S+, \S+, \S+: installed'])
         w.fact('driver_running', 'the installed driver is the one running', 'driver_running', pending=True,
                reboot=True)
         count = v('rigkeeper_expected_gpu_count') if 'rigkeeper_expected_gpu_count' in ctx.variables else None

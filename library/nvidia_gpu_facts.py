@@ -75,6 +75,10 @@ options:
       - File holding the running kernel's release (what C(uname -r) prints).
     type: path
     default: /proc/sys/kernel/osrelease
+  iommu_dir:
+    description:
+      - Where the kernel lists its active IOMMUs (any entry means the IOMMU is on). Unset - C(/sys/class/iommu).
+    type: path
   grub_cfg_path:
     description:
       - GRUB's generated configuration; its first menu entry is the kernel the next boot runs.
@@ -305,6 +309,7 @@ def build_module():
             kernel_release_path=dict(type='path', default='/proc/sys/kernel/osrelease'),
             grub_cfg_path=dict(type='path', default='/boot/grub/grub.cfg'),
             mok_key_path=dict(type='path', default='/var/lib/shim-signed/mok/MOK.der'),
+            iommu_dir=dict(type='path'),
         ),
         supports_check_mode=True,
     )

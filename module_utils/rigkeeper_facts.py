@@ -304,7 +304,7 @@ def gather_host_facts(module):
         cpuinfo=_read(HOST_PATHS['cpuinfo']),
         meminfo=_read(HOST_PATHS['meminfo']),
         cmdline=_read(module.params['cmdline_path']),
-        iommu_entries=_listdir(HOST_PATHS['iommu_dir']),
+        iommu_entries=_listdir(module.params.get('iommu_dir') or HOST_PATHS['iommu_dir']),
         iommu_groups=_listdir(HOST_PATHS['iommu_groups_dir']),
         lspci_text=lspci.result(),
         mokutil_text=mokutil_text,

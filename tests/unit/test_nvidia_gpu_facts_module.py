@@ -8,6 +8,7 @@ from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 import nvidia_gpu_facts
+import rigkeeper_p2p
 
 SMI = '/usr/bin/nvidia-smi'
 LSPCI = '/usr/bin/lspci'
@@ -360,6 +361,35 @@ def test_host_without_nvidia_smi(host):
     assert host.calls == []
 
 
+@pytest.mark.parametrize('option_units, default_units, enabled', [
+    (['ivhd0'], [], True),     # the simulator's kernel lists its IOMMU under /run, the host's /sys has none
+    ([], ['dmar0'], False),    # the option's directory is the one read, not /sys/class/iommu
+])
+def test_iommu_dir_option_is_where_the_iommu_is_read(host, option_units, default_units, enabled):
+    """iommu_dir (gpu_facts_iommu_dir): a rig whose /sys is not its kernel's (the simulator's
+    container sees the host's /sys) reads its IOMMU where it is told; the groups stay /sys's."""
+    host.binaries = {}
+    host.write('proc/cmdline', 'BOOT_IMAGE=/vmlinuz ro\n')
+    host.mkdir('run/sim/sys/class/iommu')
+    host.mkdir('sys/class/iommu')
+    for unit in option_units:
+        host.mkdir('run/sim/sys/class/iommu/%s' % unit)
+    for unit in default_units:
+        host.mkdir('sys/class/iommu/%s' % unit)
+    host.mkdir('sys/kernel/iommu_groups/0')
+
+    result = host.run(host.args(iommu_dir=host.path('run/sim/sys/class/iommu')))
+
+    rigkeeper_host = result['ansible_facts']['rigkeeper_host']
+    assert rigkeeper_host['iommu'] == {'enabled': enabled, 'groups': 1, 'cmdline': {}}
+    # What nvidia_driver_p2p_modules decides from these facts (its other preconditions hold).
+    plan = rigkeeper_p2p.rk_p2p_modules_plan(
+        '580.95.05', flavor='open', modules='dkms', host=rigkeeper_host,
+        gpus=[{'label': 'GPU0', 'bar1_total_mib': 32768, 'memory_total_mib': 24576}],
+        source={'path': '/srv/p2p-fork', 'version_mk': 'NVIDIA_VERSION = 580.95.05\n'})
+    assert [r['id'] for r in plan['refusals']] == (['iommu'] if enabled else [])
+
+
 def test_host_with_driver_library_version_mismatch(host):
     """unattended-upgrades replaced the libraries under a running 570 driver."""
     host.binaries = {'nvidia-smi': SMI}
@@ -585,6 +615,7 @@ def test_argument_spec_defaults():
         'kernel_release_path': '/proc/sys/kernel/osrelease',
         'grub_cfg_path': '/boot/grub/grub.cfg',
         'mok_key_path': '/var/lib/shim-signed/mok/MOK.der',
+        'iommu_dir': None,
     }
     assert module.check_mode is False
     assert module.run_command_environ_update['LC_ALL'] == 'C'

@@ -402,12 +402,14 @@ def test_topo_matrix_and_p2p(sim, fixtures_dir):
     legend = capture.split("Legend:", 1)[1].split("\n\n\n", 1)[0]
     assert legend in topo
     p2p = sim.ok("topo", "-p2p", "r").splitlines()
-    assert p2p[:3] == ["\tGPU0\tGPU1", " GPU0\tX\tCNS", " GPU1\tCNS\tX"]
+    # The shape of a real 580.159.04 capture (tests/unit/data/p2p, one H200): underlined header,
+    # a tab after every cell.
+    assert p2p[:3] == [" \t\x1b[4mGPU0\tGPU1\t\x1b[0m", " GPU0\tX\tCNS\t", " GPU1\tCNS\tX\t"]
     sim.use_config("nvswitch-8xh100.json")
     topo = sim.ok("topo", "-m").splitlines()
     assert topo[1].split("\t")[1:9] == [" X "] + ["NV18"] * 7
     assert topo[5].split("\t")[9:11] == ["56-111,168-223", "1"]
-    assert sim.ok("topo", "-p2p", "r").splitlines()[1] == " GPU0\t" + "\t".join(["X"] + ["OK"] * 7)
+    assert sim.ok("topo", "-p2p", "r").splitlines()[1] == " GPU0\t" + "\t".join(["X"] + ["OK"] * 7) + "\t"
 
 
 def test_q_text_power_section(sim):

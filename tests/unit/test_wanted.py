@@ -172,3 +172,23 @@ def test_the_host_side_cmdline_check_agrees_with_the_policy(cmdline, present, ab
     from ansible.module_utils.rigkeeper_probe import cmdline_diff
     assert cmdline_diff(cmdline, present, absent) == rigkeeper_policy.rk_cmdline_diff(
         cmdline, {"present": present, "absent": absent})
+
+
+@pytest.mark.parametrize("dkms, status", [
+    # (rc, stdout) of `dkms status -m nvidia-p2p` -> the probe's verdict
+    ((0, "nvidia-p2p/580.95.05, 6.8.0-51-generic, x86_64: installed\n"), "ok"),
+    ((0, "nvidia-p2p/580.95.05: added\n"), "drift"),                    # added, never built
+    ((0, "nvidia-p2p/580.95.05, 6.8.0-51-generic, x86_64: built\n"), "drift"),  # built, not installed
+    ((0, ""), "drift"),                                                  # DKMS knows no nvidia-p2p
+    ((None, ""), "absent"),                                              # no dkms at all
+])
+def test_p2p_modules_are_part_of_the_driver_wanted_state(tmp_path, dkms, status):
+    from ansible.module_utils.rigkeeper_probe import Host, probe
+    res = compile_all(tmp_path, nvidia_driver_p2p_modules=True)["wanted"]["nvidia_driver"]["res"]["p2p_modules"]
+    assert res["argv"] == ["dkms", "status", "-m", "nvidia-p2p"]
+    host = Host(root="/", runner=lambda argv: (dkms[0], dkms[1], "" if dkms[0] is not None else "dkms: not found"))
+    assert probe([res], host)[res["id"]]["status"] == status
+
+
+def test_p2p_modules_off_leave_no_resource(compiled):
+    assert "p2p_modules" not in compiled["wanted"]["nvidia_driver"]["res"]

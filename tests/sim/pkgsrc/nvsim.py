@@ -1087,13 +1087,18 @@ def _topo(argv: list[str], version: str) -> str:
     if argv[:1] == ["-p2p"]:
         kinds = {"r": "read", "w": "write", "n": "nvlink", "a": "atomics", "p": "prop"}
         if len(argv) < 2 or argv[1] not in kinds:
-            raise SimError("ERROR: Option -p2p is missing its value. Please run 'nvidia-smi -h'.", EXIT_INVALID_ARG)
-        status = ctx.cfg.get("p2p", {}).get(kinds[argv[1]], "NS")
-        # Layout as pasted in LLMServe/DistServe#35 ("nvidia-smi topo -p2p wr"); approximate.
-        rows = ["\t" + "\t".join(f"GPU{i}" for i in range(len(gpus)))]
+            # Real: `nvidia-smi topo -p2p -p` prints 'Option "-p2p" is missing its value.'
+            # (aikitoria/open-gpu-kernel-modules#13); the exit code is UNVERIFIED.
+            raise SimError('Option "-p2p" is missing its value.', EXIT_INVALID_ARG)
+        # Layout of a real 580.159.04 capture (one H200, tests/hardware/p2p-readonly.sh): the
+        # header underlined, a leading " \t", a tab after every cell. Pasted multi-GPU outputs
+        # (noonghunna/club-3090#1124) show the same cells without the escapes.
+        rows = [" \t\x1b[4m" + "".join(f"GPU{i}\t" for i in range(len(gpus))) + "\x1b[0m"]
         for i in range(len(gpus)):
-            rows.append(f" GPU{i}\t" + "\t".join("X" if i == j else status for j in range(len(gpus))))
-        return "\n".join(rows) + "\n" + LEGEND_P2P + "\n"
+            rows.append(f" GPU{i}\t" + "".join(
+                ("X" if i == j else p2p_status(ctx.cfg, i, j, kinds[argv[1]], driver)) + "\t"
+                for j in range(len(gpus))))
+        return "\n".join(rows) + "\n" + LEGEND_P2P
     raise SimError(BAD_COMBINATION, EXIT_INVALID_ARG)
 
 
@@ -1396,8 +1401,356 @@ def fabricmanager_main(argv: list[str], version: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# P2P: one model behind `topo -p2p`, the p2p_bench stand-in and the P2P kernel modules
+# ---------------------------------------------------------------------------------------------
+#
+# The preset's "p2p" block says what the stock driver reports for every pair ({"read": "CNS", ...});
+# "by_branch" overrides it while a driver of that branch is loaded ({"545": {"read": "OK", "copy":
+# "hang"}}: 545 reported P2P on consumer cards and all-reduce hung, FACTS.md "P2P breakage");
+# "copy": "hang" makes every peer-enabled copy of such a pair never finish. Two things of the
+# running machine change the answers:
+#   - a P2P-enabled kernel module (the simulated kernel writes sys/module/nvidia/p2p = 1 when the
+#     loaded module was built from a P2P fork, e.g. tinygrad/open-gpu-kernel-modules) turns CNS
+#     into OK for read and write, but only on GPUs whose BAR1 covers their memory (the fork maps
+#     all of VRAM into BAR1: its README, "needs large BAR support");
+#   - an IOMMU that is on (sys/class/iommu not empty, written at boot from the preset's
+#     platform.iommu unless the command line turns it off) lets peer access be enabled, but peer
+#     copies over PCIe arrive zeroed and the kernel logs IO_PAGE_FAULT (tinygrad/open-gpu-kernel-
+#     modules#18: "the copied tensor would be allocated but zeroed out"; pytorch/pytorch#52142 and
+#     #13045 for the AMD-Vi lines). NVLink traffic does not go through the IOMMU.
 
-TOOLS = {"nvidia-smi": smi_main, "nvidia-persistenced": persistenced_main, "nv-fabricmanager": fabricmanager_main}
+LOADED_P2P = RUN + "/sys/module/nvidia/p2p"
+IOMMU_DIR = RUN + "/sys/class/iommu"
+DMESG = RUN + "/dmesg"
+
+# PCIe bandwidth per lane and direction after line coding, GB/s (8b/10b for gen 1-2, 128b/130b
+# from gen 3; gen 6 FLIT mode approximated).
+PCIE_LANE_GBPS = {1: 0.25, 2: 0.5, 3: 0.985, 4: 1.969, 5: 3.938, 6: 7.563}
+NVLINK_LINK_GBPS = 25.0
+# Shape of the stand-in's numbers, against the link: invented proportions that keep the real
+# relations (peer copies near the link rate, staged copies slower, both ways about twice one way).
+# Anchors: 24.4 GB/s one way and about 50 GB/s both ways per RTX 4090 pair on PCIe 4.0 x16 with the
+# P2P modules (tinygrad fork README); a device-to-device copy at 0.445 of the datasheet memory
+# bandwidth and 55 GB/s host<->device on PCIe 5.0 x16, measured on one H200 (tests/hardware).
+P2P_ON = {"uni": 0.78, "bi": 1.56, "latency_us": 1.9}
+P2P_OFF = {"uni": 0.55, "bi": 0.70, "latency_us": 14.5}
+HOST_LINK_FRACTION = 0.87
+D2D_FRACTION = 0.445
+
+
+def module_p2p() -> bool:
+    return _read(LOADED_P2P) == "1"
+
+
+def iommu_units() -> list[str]:
+    try:
+        return sorted(os.listdir(path(IOMMU_DIR)))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _p2p_block(cfg: dict, driver: str | None) -> dict:
+    block = dict(cfg.get("p2p") or {})
+    by_branch = block.pop("by_branch", None) or {}
+    if driver and branch_of(driver) in by_branch:
+        block.update(by_branch[branch_of(driver)])
+    return block
+
+
+def _large_bar(g: dict) -> bool:
+    return g.get("bar1_total_mib", 256) >= g["memory_total_mib"]
+
+
+def p2p_status(cfg: dict, i: int, j: int, kind: str, driver: str | None) -> str:
+    """What `topo -p2p <kind>` prints for GPUs i and j (indices of the visible GPUs)."""
+    status = _p2p_block(cfg, driver).get(kind, "NS")
+    gi, gj = cfg["gpus"][i], cfg["gpus"][j]
+    if status == "CNS" and kind in ("read", "write") and module_p2p() and _large_bar(gi) and _large_bar(gj):
+        status = "OK"
+    return status
+
+
+def topo_link(cfg: dict, i: int, j: int) -> str:
+    topo = cfg.get("topology", {})
+    matrix = topo.get("matrix")
+    return matrix[i][j] if matrix else topo.get("link", "PHB")
+
+
+def pcie_gbps(g: dict) -> float:
+    p = g.get("pcie", {})
+    return PCIE_LANE_GBPS.get(p.get("gen_current", 4), 1.969) * p.get("width_current", 16)
+
+
+def peer_model(cfg: dict, i: int, j: int, driver: str) -> dict:
+    """How peer copies between i and j behave: can_access, copy ('ok' | 'zeroed' | 'hang'), link."""
+    can = p2p_status(cfg, i, j, "read", driver) == "OK"
+    link = topo_link(cfg, i, j)
+    copy = "ok"
+    if can and _p2p_block(cfg, driver).get("copy") == "hang":
+        copy = "hang"
+    elif can and not link.startswith("NV") and iommu_units():
+        copy = "zeroed"
+    return {"can_access": can, "copy": copy, "link": link}
+
+
+def _bandwidth(cfg: dict, i: int, j: int, peer: bool) -> dict:
+    gi, gj = cfg["gpus"][i], cfg["gpus"][j]
+    link = topo_link(cfg, i, j)
+    if peer and link.startswith("NV"):
+        base = NVLINK_LINK_GBPS * int(link[2:] or 1)
+    else:
+        base = min(pcie_gbps(gi), pcie_gbps(gj))
+    shape = P2P_ON if peer else P2P_OFF
+    return {"uni": round(shape["uni"] * base, 3), "bi": round(shape["bi"] * base, 3),
+            "latency_us": shape["latency_us"]}
+
+
+# CUDA runtime errors, as cudaGetErrorName / cudaGetErrorString return them. Texts: 35 tensorflow/
+# tensorflow#990 ("cudaGetDeviceCount returned 35 -> CUDA driver version is insufficient for CUDA
+# runtime version"); 100 compiler-explorer/infra#1519 (driver installed, module not loaded until the
+# reboot: "cudaGetDeviceCount returned 100, no CUDA-capable device is detected") and NVIDIA/
+# cuda-samples#34; 803 NVIDIA/nvidia-docker#1256 (kernel module and libcuda of different versions);
+# 217 ggml-org/llama.cpp#3230 (8x RTX 4090: "CUDA error 217 ... peer access is not supported between
+# these two devices"); 209 and 222 are the runtime's strings for a binary without code for the GPU
+# and for PTX newer than the driver (CUDA Runtime API, cudaError; not checked against a capture).
+CUDA_ERRORS = {
+    35: ("cudaErrorInsufficientDriver", "CUDA driver version is insufficient for CUDA runtime version"),
+    100: ("cudaErrorNoDevice", "no CUDA-capable device is detected"),
+    209: ("cudaErrorNoKernelImageForDevice", "no kernel image is available for execution on the device"),
+    217: ("cudaErrorPeerAccessUnsupported", "peer access is not supported between these two devices"),
+    222: ("cudaErrorUnsupportedPtxVersion", "the provided PTX was compiled with an unsupported toolchain."),
+    803: ("cudaErrorSystemDriverMismatch", "system has unsupported display driver / cuda driver combination"),
+}
+BENCH_PROGRAM = "rigkeeper-p2p-bench"
+
+
+def _cuda_int(dotted: str) -> int:
+    major, minor = (dotted.split(".") + ["0"])[:2]
+    return int(major) * 1000 + int(minor) * 10
+
+
+def installed_libcuda_version() -> str | None:
+    """Version of the installed libcuda.so.<version> (libnvidia-compute-<branch>), or None."""
+    try:
+        names = os.listdir(path(NVML_LIB_DIR))
+    except FileNotFoundError:
+        return None
+    prefix = "libcuda.so."
+    versions = [n[len(prefix):] for n in names if n.startswith(prefix) and n.count(".") >= 4]
+    return sorted(versions)[-1] if versions else None
+
+
+class CudaError(Exception):
+    def __init__(self, call: str, code: int):
+        super().__init__(call)
+        self.call, self.code = call, code
+
+
+def _stage(name: str) -> None:
+    sys.stderr.write(f"stage: {name}\n")
+    sys.stderr.flush()
+
+
+def _devices_json(gpus: list[dict]) -> list[dict]:
+    out = []
+    for i, g in enumerate(gpus):
+        bus = g["pci_bus_id"].lower()
+        out.append({"index": i, "name": g["name"], "bus_id": bus[4:] if len(bus.split(":")[0]) == 8 else bus,
+                    "memory_mib": g["memory_total_mib"] - g.get("memory_reserved_mib", 0),
+                    "compute_capability": g.get("compute_cap", "8.9"),
+                    "multiprocessors": g.get("multiprocessors", 128)})
+    return out
+
+
+def _kernel_check(gpu: dict, build: dict, runtime: int, driver: int) -> None:
+    """The first kernel launch: SASS for the GPU, else PTX the driver can JIT, else no image."""
+    cc = int(gpu.get("compute_cap", "8.9").replace(".", ""))
+    if cc in build.get("sass", []):
+        return
+    if any(p <= cc for p in build.get("ptx", [])):
+        if runtime > driver:
+            raise CudaError("cudaGetLastError()", 222)
+        return
+    raise CudaError("cudaGetLastError()", 209)
+
+
+def _log_iommu_faults(a: dict, b: dict) -> None:
+    units = iommu_units()
+    lines = []
+    for g in (a, b):
+        bus = g["pci_bus_id"].lower()[-7:]
+        if units and units[0].startswith("dmar"):
+            # Intel VT-d's fault line (shape of reported logs; exact wording UNVERIFIED).
+            lines.append(f"DMAR: [DMA Write NO_PASID] Request device [{bus}] fault addr 0x3f800010000 "
+                         "[fault reason 0x05] PTE Write access is not set")
+        else:
+            lines.append(f"AMD-Vi: Event logged [IO_PAGE_FAULT device={bus} domain=0x000e "
+                         "address=0x000003f80001b100 flags=0x0030]")
+    full = path(DMESG)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "a", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+def _hang() -> None:
+    """A peer copy that never completes (the 545 symptom): wait until killed."""
+    while True:
+        signal.pause()
+
+
+def _bench_parse(argv: list[str]) -> dict | None:
+    o = {"mode": None, "a": -1, "b": -1, "bytes": 64 << 20, "iters": 10, "latency_iters": 100}
+    i = 0
+    try:
+        while i < len(argv):
+            a = argv[i]
+            if a == "--version":
+                o["mode"] = "version"
+            elif a == "--list":
+                o["mode"] = "list"
+            elif a == "--pair":
+                o["mode"], o["a"], o["b"] = "pair", int(argv[i + 1]), int(argv[i + 2])
+                i += 2
+            elif a == "--device":
+                o["mode"], o["a"] = "device", int(argv[i + 1])
+                i += 1
+            elif a in ("--size-mib", "--iters", "--latency-iters"):
+                v = int(argv[i + 1])
+                i += 1
+                limits = {"--size-mib": 4096, "--iters": 10000, "--latency-iters": 100000}
+                if not 1 <= v <= limits[a]:
+                    return None
+                if a == "--size-mib":
+                    o["bytes"] = v << 20
+                else:
+                    o[a[2:].replace("-", "_")] = v
+            else:
+                return None
+            i += 1
+    except (IndexError, ValueError):
+        return None
+    return o if o["mode"] else None
+
+
+def bench_main(argv: list[str], build: dict) -> int:
+    """The stand-in for roles/p2p_check/files/p2p_bench.cu that the fake nvcc builds: the same
+    command line, stages on stderr and JSON on stdout, with results that follow the preset."""
+    o = _bench_parse(argv)
+    if o is None:
+        sys.stderr.write("usage: p2p_bench --version | --list | --pair A B | --device A "
+                         "[--size-mib N] [--iters N] [--latency-iters N]\n")
+        return 64
+    head = {"program": BENCH_PROGRAM, "schema": 1}
+    runtime = int(build.get("runtime", 12080))
+    if o["mode"] == "version":
+        print(json.dumps(dict(head, cuda_runtime_built=runtime)))
+        return 0
+    libcuda = installed_libcuda_version()
+    driver = _cuda_int(CUDA_BY_BRANCH.get(branch_of(libcuda), "12.2")) if libcuda else 0
+    doc = dict(head, cuda={"runtime": runtime, "driver": driver}, devices=[])
+    try:
+        _stage("devices")
+        # cudart needs libcuda's API to be at least its major version (minor-version compatibility
+        # inside a major, FACTS.md "CUDA toolkit -> minimum Linux driver").
+        if driver == 0 or runtime // 1000 > driver // 1000:
+            raise CudaError("cudaGetDeviceCount(&count)", 35)
+        loaded = load_module()
+        if loaded is None:
+            raise CudaError("cudaGetDeviceCount(&count)", 100)
+        if loaded != libcuda:
+            raise CudaError("cudaGetDeviceCount(&count)", 803)
+        cfg = visible(load_config())
+        gpus = cfg["gpus"]
+        if not gpus:
+            raise CudaError("cudaGetDeviceCount(&count)", 100)
+        doc["devices"] = _devices_json(gpus)
+        sys.stderr.write(f"cuda: runtime {runtime} driver {driver} devices {len(gpus)}\n")
+        if o["mode"] == "list":
+            print(json.dumps(dict(doc, mode="list", error=None)))
+            return 0
+        if o["mode"] == "device":
+            return _bench_device(o, cfg, doc, build, runtime, driver)
+        return _bench_pair(o, cfg, doc, build, runtime, driver, loaded)
+    except CudaError as e:
+        name, message = CUDA_ERRORS[e.code]
+        print(json.dumps(dict(doc, error={"call": e.call, "code": e.code, "name": name, "message": message})))
+        return 2
+
+
+def _bad_device(doc: dict, message: str) -> int:
+    print(json.dumps(dict(doc, error={"call": "arguments", "code": -1, "name": "badDevice", "message": message})))
+    return 64
+
+
+def _bench_device(o, cfg, doc, build, runtime, driver) -> int:
+    gpus = cfg["gpus"]
+    if not 0 <= o["a"] < len(gpus):
+        return _bad_device(doc, f"--device needs a device below {len(gpus)}")
+    g = gpus[o["a"]]
+    for name in ("allocate", "d2d", "h2d", "d2h", "verify"):
+        _stage(name)
+    _kernel_check(g, build, runtime, driver)
+    copy = round(D2D_FRACTION * g.get("memory_bandwidth_gbps", 1008.0), 3)
+    host = round(HOST_LINK_FRACTION * pcie_gbps(g), 3)
+    print(json.dumps(dict(doc, mode="device", size_bytes=o["bytes"], iterations=o["iters"],
+                          local={"device": o["a"], "d2d_copy_gbps": copy, "d2d_memory_gbps": round(2 * copy, 3),
+                                 "h2d_gbps": host, "d2h_gbps": host, "mismatched_words": 0},
+                          error=None)))
+    return 0
+
+
+def _measured(o, cfg, peer: bool, zeroed: bool) -> dict:
+    bw = _bandwidth(cfg, o["a"], o["b"], peer)
+    words = o["bytes"] // 4 if zeroed else 0
+    return {"uni_gbps": {"a_to_b": bw["uni"], "b_to_a": bw["uni"]}, "bi_gbps": bw["bi"],
+            "latency_us": {"a_to_b": bw["latency_us"], "b_to_a": bw["latency_us"]},
+            "mismatched_words": {"a_to_b": words, "b_to_a": words}}
+
+
+def _bench_pair(o, cfg, doc, build, runtime, driver, loaded) -> int:
+    gpus = cfg["gpus"]
+    a, b = o["a"], o["b"]
+    if not (0 <= a < len(gpus) and 0 <= b < len(gpus)) or a == b:
+        return _bad_device(doc, f"--pair needs two different devices below {len(gpus)}")
+    model = peer_model(cfg, a, b, loaded)
+    _stage("allocate")
+    for name in ("p2p_off_uni", "p2p_off_bi", "p2p_off_latency", "p2p_off_verify"):
+        _stage(name)
+    _kernel_check(gpus[a], build, runtime, driver)
+    _kernel_check(gpus[b], build, runtime, driver)
+    off = _measured(o, cfg, peer=False, zeroed=False)
+    _stage("enable_peer")
+    err = None if model["can_access"] else CUDA_ERRORS[217][1]
+    on = None
+    if model["can_access"]:
+        _stage("p2p_on_uni")
+        if model["copy"] == "hang":
+            _hang()
+        for name in ("p2p_on_bi", "p2p_on_latency", "p2p_on_verify"):
+            _stage(name)
+        zeroed = model["copy"] == "zeroed"
+        if zeroed:
+            _log_iommu_faults(gpus[a], gpus[b])
+        on = _measured(o, cfg, peer=True, zeroed=zeroed)
+    print(json.dumps(dict(doc, mode="pair", size_bytes=o["bytes"], iterations=o["iters"],
+                          pair={"a": a, "b": b,
+                                "can_access_peer": {"a_to_b": model["can_access"], "b_to_a": model["can_access"]},
+                                "peer_enable_error": {"a_to_b": err, "b_to_a": err},
+                                "p2p_off": off, "p2p_on": on},
+                          error=None)))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _bench_tool(argv: list[str], version: str) -> int:
+    """Development entry for the stand-in program (unit tests): the build comes from
+    RIGKEEPER_SIM_BUILD (JSON), as the fake nvcc bakes it into the programs it writes."""
+    return bench_main(argv, json.loads(os.environ.get("RIGKEEPER_SIM_BUILD") or '{"runtime": 12080, "sass": [89], "ptx": [89]}'))
+
+
+TOOLS = {"nvidia-smi": smi_main, "nvidia-persistenced": persistenced_main, "nv-fabricmanager": fabricmanager_main,
+         "p2p-bench": _bench_tool}
 
 
 def main(argv: list[str] | None = None) -> int:

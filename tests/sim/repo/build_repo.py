@@ -121,12 +121,14 @@ esac
 """
 
 
-def nvcc_script(text: str) -> str:
-    return ("#!/bin/sh\n# rigkeeper simulator: nvcc\n"
-            'case "$1" in\n  --version|-V)\n    cat <<\'EOF\'\n' + text + "EOF\n    ;;\n"
-            '  "") echo "nvcc fatal   : No input files specified; use option --help for more information"; exit 1 ;;\n'
-            '  *) echo "nvcc (rigkeeper simulator): only --version is supported" >&2; exit 1 ;;\n'
-            "esac\n")
+def nvcc_script(arg) -> str:
+    """The fake nvcc of one toolkit: pkgsrc/nvcc.py with its version text and release baked in."""
+    text, release = arg
+    src = read_pkgsrc("nvcc.py")
+    for marker, value in (("VERSION_TEXT = None", f"VERSION_TEXT = {text!r}"), ("RELEASE = None", f"RELEASE = {release!r}")):
+        assert marker in src, f"nvcc.py lost its {marker} marker"
+        src = src.replace(marker, value, 1)
+    return src.replace("#!/usr/bin/env python3", "#!/usr/bin/python3", 1)
 
 
 def cuda_list(url_base: str) -> str:

@@ -200,8 +200,11 @@ def driver_flavour(flavour: str, version: str, maint: str = UBUNTU_MAINT) -> lis
             fields={"Multi-Arch": "same", "Depends": f"{n('nvidia-kernel-common')}-{X}",
                     "Provides": (f"libnvidia-compute, " if F else "") + f"libnvidia-ml1 (= {V}), libcuda1 (= {V})",
                     **({"Conflicts": "libnvidia-compute", "Replaces": "libnvidia-compute"} if F else {})},
+            # libcuda.py: the CUDA driver API that the programs the fake nvcc builds call (nvsim.py's
+            # bench_main), shipped where a real program finds libcuda.so.1.
             files={f"/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.{X}": ("placeholder", f"libnvidia-ml {X}"),
-                   f"/usr/lib/x86_64-linux-gnu/libcuda.so.{X}": ("placeholder", f"libcuda {X}")},
+                   f"/usr/lib/x86_64-linux-gnu/libcuda.so.{X}": ("placeholder", f"libcuda {X}"),
+                   "/usr/lib/rigkeeper-sim/libcuda.py": ("nvsim", None)},
             links={"/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1": f"libnvidia-ml.so.{X}",
                    "/usr/lib/x86_64-linux-gnu/libcuda.so.1": f"libcuda.so.{X}"}),
         deb(n("nvidia-compute-utils"), "NVIDIA compute utilities", section="restricted/utils",
@@ -350,7 +353,8 @@ def cuda_toolkit(suffix: str) -> list[Deb]:
     prio = f"{major}{minor}"
     return [
         doc(Deb(name=f"cuda-nvcc-{suffix}", version=f"{nvcc}-1", description=f"CUDA nvcc {dotted}" + NOTE, **cm,
-                files={f"{home}/bin/nvcc": ("nvcc", nvcc_text)})),
+                fields={"Depends": "python3"},
+                files={f"{home}/bin/nvcc": ("nvcc", (nvcc_text, dotted))})),
         doc(Deb(name=f"cuda-cudart-{suffix}", version=f"{cudart}-1", description=f"CUDA Runtime native Libraries {dotted}" + NOTE,
                 **cm, files={f"{lib}/{so}": ("placeholder", f"libcudart {cudart}")},
                 links={f"{lib}/libcudart.so.{major}": so, f"{home}/lib64": "targets/x86_64-linux/lib"})),

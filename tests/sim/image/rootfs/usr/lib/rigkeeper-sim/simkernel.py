@@ -17,6 +17,7 @@ what the kernel, the boot loader, the firmware and DKMS decide on a real GPU ser
   dkms-install --version V --type open|proprietary [--kernel K]...   (fake nvidia-dkms postinst)
   dkms-remove --version V                                            (its prerm)
   dkms-autoinstall KERNEL                                            (kernel/header postinst hooks)
+  dkms status|add|build|install|remove ...                           (the `dkms` command: /usr/local/sbin/dkms)
   depmod [KERNEL]              rewrite the stand-in of modules.dep (module packages' postinst/postrm)
   kernel-postinst KERNEL / kernel-postrm KERNEL / headers-postinst KERNEL   (fake linux-image/-headers)
 
@@ -69,7 +70,10 @@ STATE = "/var/lib/rigkeeper-sim"
 CONFIG = "/etc/rigkeeper-sim/gpus.json"
 GRUB_CFG = "/boot/grub/grub.cfg"
 MOK_DER = "/var/lib/shim-signed/mok/MOK.der"
-DKMS = "/var/lib/dkms/nvidia"
+DKMS_ROOT = "/var/lib/dkms"
+DKMS = DKMS_ROOT + "/nvidia"
+IOMMU_DIR = RUN + "/sys/class/iommu"
+DKMS_MODULE_NAMES = ("nvidia", "nvidia-uvm", "nvidia-modeset", "nvidia-drm")
 
 PLATFORM_DEFAULTS = {
     # Secure Boot: True (on), False (UEFI, off) or None (legacy BIOS boot: no EFI variables).
@@ -82,6 +86,9 @@ PLATFORM_DEFAULTS = {
     "console_on_gpu": True,
     # Bus id of a GPU that does not come back from the first boot with another driver version.
     "lose_gpu_after_driver_change": None,
+    # The firmware's IOMMU (AMD-Vi / VT-d): "amd", "intel" or None (off in the firmware). On unless
+    # the command line has amd_iommu=off / intel_iommu=off; iommu=pt keeps it on (passthrough).
+    "iommu": None,
 }
 
 
@@ -330,6 +337,10 @@ def load_nvidia(kernel: str, at_boot: bool) -> str:
     write(MODDIR + "/nvidia/type", ko.get("type", "proprietary") + "\n")
     write(MODDIR + "/nvidia/gpus", "".join(b + "\n" for b in driven))
     write(MODDIR + "/nvidia/filename", ko["filename"] + "\n")
+    # What the P2P model in nvsim.py reads: a module built from a P2P fork (see dkms_build), and the
+    # module's source hash (/sys/module/nvidia/srcversion on a real kernel).
+    write(MODDIR + "/nvidia/p2p", ko.get("p2p", "0") + "\n")
+    write(MODDIR + "/nvidia/srcversion", ko.get("srcversion", "") + "\n")
     write(STATE + "/last-driver", version + "\n")
     # What the driver logs when it loads (real shape: "NVRM: loading NVIDIA UNIX [Open Kernel
     # Module for] x86_64 Kernel Module  580.95.05 ...").
@@ -375,6 +386,18 @@ def boot() -> int:
     dmesg(f"Linux version {kernel} (rigkeeper-sim) #1 SMP PREEMPT_DYNAMIC",
           f"Command line: {cmdline}")
     plat = platform()
+    iommu = plat.get("iommu")
+    if iommu in ("amd", "intel"):
+        args = cmdline.split()
+        if f"{iommu}_iommu=off" in args:
+            dmesg(f"rigkeeper-sim: {iommu}_iommu=off on the command line: the IOMMU stays off")
+        else:
+            os.makedirs(path(IOMMU_DIR + ("/ivhd0" if iommu == "amd" else "/dmar0")), exist_ok=True)
+            # The kernel's lines ("iommu: Default domain type: Translated", "... Passthrough (set via
+            # kernel command line)"); the vendor line is shortened.
+            dmesg("AMD-Vi: Found IOMMU at 0000:00:00.2 cap 0x40" if iommu == "amd" else "DMAR: IOMMU enabled",
+                  "iommu: Default domain type: " + ("Passthrough (set via kernel command line)"
+                                                    if "iommu=pt" in args else "Translated"))
     if plat.get("secure_boot") is True:
         dmesg("secureboot: Secure boot enabled", "Kernel is locked down from EFI Secure Boot mode; see man kernel_lockdown.7")
     gpus = config().get("gpus", [])
@@ -527,6 +550,7 @@ def modinfo(argv: list[str]) -> int:
     fields = [("filename", ko["filename"]),
               ("version", ko.get("version", "")),
               ("license", "Dual MIT/GPL" if ko.get("type") == "open" else "NVIDIA"),
+              ("srcversion", ko.get("srcversion", "")),
               ("name", ko.get("name", "nvidia")),
               ("vermagic", f"{ko.get('kernel', kernel)} SMP preempt mod_unload modversions")]
     if ko.get("signer"):
@@ -608,13 +632,20 @@ def dkms_build(version: str, kind: str, kernel: str) -> bool:
               "do not seem to be installed.")
         return False
     signer = "mok" if os.path.exists(path(MOK_DER)) else ""
-    body = f"name=nvidia\nversion={version}\ntype={kind}\nsigner={signer}\nkernel={kernel}\n"
-    for name in ("nvidia", "nvidia-uvm", "nvidia-modeset", "nvidia-drm"):
+    body = (f"name=nvidia\nversion={version}\ntype={kind}\nsigner={signer}\nkernel={kernel}\n"
+            f"dkms=nvidia/{version}\np2p=0\nsrcversion={_srcversion('stock ' + version + ' ' + kind)}\n")
+    for name in DKMS_MODULE_NAMES:
         write(f"/lib/modules/{kernel}/updates/dkms/{name}.ko", body.replace("name=nvidia", f"name={name}"))
         write(f"{DKMS}/{version}/{kernel}/x86_64/module/{name}.ko", body)
     depmod(kernel)
     print(f"nvidia/{version}: built and installed for {kernel} ({kind}{', signed with the MOK' if signer else ''})")
     return True
+
+
+def _srcversion(text: str) -> str:
+    """A module's srcversion (23 upper-case hex digits on real modules: a hash of its sources)."""
+    import hashlib
+    return hashlib.sha1(text.encode()).hexdigest()[:23].upper()
 
 
 def depmod(kernel: str) -> None:
@@ -639,25 +670,243 @@ def dkms_install(argv: list[str]) -> int:
     return 0
 
 
+def _owned_by(ko: dict | None, module: str, version: str) -> bool:
+    """Whether an installed module file belongs to DKMS module/version (files of older builds
+    carry no owner: the stock module of that version)."""
+    return bool(ko) and ko.get("dkms", f"nvidia/{ko.get('version')}") == f"{module}/{version}"
+
+
+def _uninstall(module: str, version: str, kernels: list[str]) -> None:
+    for k in kernels:
+        for name in DKMS_MODULE_NAMES:
+            f = f"/lib/modules/{k}/updates/dkms/{name}.ko"
+            if _owned_by(parse_ko(f), module, version):
+                remove(f)
+        depmod(k)
+
+
 def dkms_remove(argv: list[str]) -> int:
     version = _opts(argv, {"--version": None})["--version"]
-    for k in installed_kernels():
-        ko = parse_ko(f"/lib/modules/{k}/updates/dkms/nvidia.ko")
-        if ko and ko.get("version") == version:
-            for name in ("nvidia", "nvidia-uvm", "nvidia-modeset", "nvidia-drm"):
-                remove(f"/lib/modules/{k}/updates/dkms/{name}.ko")
-            depmod(k)
+    _uninstall("nvidia", version, installed_kernels())
     subprocess.run(["rm", "-rf", path(f"{DKMS}/{version}")], check=False)
     return 0
 
 
 def dkms_autoinstall(argv: list[str]) -> int:
+    """What DKMS's kernel hooks do for a new kernel: build and install every module that asks for
+    it (the stock driver's, and any other in /var/lib/dkms with AUTOINSTALL="yes")."""
     kernel = argv[0] if argv else (running_kernel() or "")
-    for conf in sorted(glob.glob(path(DKMS + "/*/source/dkms.conf"))):
-        text = open(conf, encoding="utf-8").read()
-        version = re.search(r'PACKAGE_VERSION="([^"]+)"', text).group(1)
-        kind = re.search(r'TYPE="([^"]+)"', text).group(1)
-        dkms_build(version, kind, kernel)
+    for conf in sorted(glob.glob(path(DKMS_ROOT + "/*/*/source/dkms.conf"))):
+        fields = _dkms_conf(open(conf, encoding="utf-8").read())
+        module, version = fields.get("PACKAGE_NAME", "nvidia"), fields.get("PACKAGE_VERSION", "")
+        if module == "nvidia" and "TYPE" in fields:
+            dkms_build(version, fields["TYPE"], kernel)
+        elif fields.get("AUTOINSTALL", "").lower() == "yes":
+            _dkms_cli_install(module, version, kernel, force=False)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# The `dkms` command (/usr/local/sbin/dkms): status, add, build, install, remove
+# ------------------------------------------------------------------------------------------------
+#
+# For modules other than the stock driver's (which its package builds and installs in one step,
+# above): a source tree in /usr/src/<module>-<version> with its dkms.conf, added, built per kernel
+# into /var/lib/dkms/<module>/<version>/<kernel>/x86_64/module/, installed into
+# /lib/modules/<kernel>/updates/dkms/ (Ubuntu's DKMS installs there whatever DEST_MODULE_LOCATION
+# says). Texts are dkms 3's (Ubuntu 24.04 ships 3.0.x) where noted; nothing is compiled. A tree
+# whose README's first line names P2P (the tinygrad fork's "NVIDIA Linux Open GPU with P2P
+# support") builds P2P-enabled modules; the module version is the tree's version.mk NVIDIA_VERSION,
+# as the real build bakes it, whatever dkms.conf claims.
+
+
+def _dkms_conf(text: str) -> dict:
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'^\s*([A-Z_]+(?:\[\d+\])?)=(["\']?)(.*)\2\s*$', line)
+        if m:
+            out[m.group(1)] = m.group(3)
+    return out
+
+
+def _source(module: str, version: str) -> str:
+    return f"/usr/src/{module}-{version}"
+
+
+def _tree_text(src: str) -> str:
+    """Names and contents of a source tree's files (its srcversion is a hash of this)."""
+    parts = []
+    for dirpath, _dirs, files in sorted(os.walk(path(src))):
+        for f in sorted(files):
+            full = os.path.join(dirpath, f)
+            try:
+                with open(full, "rb") as fh:
+                    parts.append(full[len(path(src)):] + "\0" + fh.read().decode("utf-8", "replace"))
+            except OSError:
+                continue
+    return "\n".join(parts)
+
+
+def _dkms_added(module: str, version: str) -> dict | None:
+    text = read(f"{DKMS_ROOT}/{module}/{version}/source/dkms.conf")
+    return _dkms_conf(text) if text is not None else None
+
+
+def _dkms_built(module: str, version: str, kernel: str) -> dict | None:
+    return parse_ko(f"{DKMS_ROOT}/{module}/{version}/{kernel}/x86_64/module/nvidia.ko")
+
+
+def _dkms_cli_build(module: str, version: str, kernel: str, force: bool) -> int:
+    conf = _dkms_added(module, version)
+    if conf is None:
+        # dkms 3's text when the module/version was never added.
+        print(f"Error! Could not locate dkms.conf file.\nFile: {DKMS_ROOT}/{module}/{version}/source/dkms.conf "
+              "does not exist.")
+        return 4
+    if _dkms_built(module, version, kernel) and not force:
+        print(f"Module {module}/{version} already built for kernel {kernel} (x86_64), skip. "
+              "You may override by specifying --force.")
+        return 0
+    if not _headers(kernel):
+        print(f"Error! Your kernel headers for kernel {kernel} cannot be found at /lib/modules/{kernel}/build "
+              f"or /lib/modules/{kernel}/source.\nPlease install the linux-headers-{kernel} package or use the "
+              "--kernelsourcedir option to tell DKMS where it's located.")
+        return 1
+    if fault("dkms-build"):
+        print(f"Error! Bad return status for module build on kernel: {kernel} (x86_64)\n"
+              f"Consult {DKMS_ROOT}/{module}/{version}/build/make.log for more information.")
+        return 10
+    src = _source(module, version)
+    vmk = read(src + "/version.mk") or ""
+    m = re.search(r"(?m)^\s*NVIDIA_VERSION\s*=\s*(\S+)", vmk)
+    if not m:
+        # The real build fails when the tree is not NVIDIA's module source (UNVERIFIED wording).
+        print(f"Error! Bad return status for module build on kernel: {kernel} (x86_64)\n"
+              f"Consult {DKMS_ROOT}/{module}/{version}/build/make.log for more information.")
+        return 10
+    readme = (read(src + "/README.md") or "").splitlines()
+    p2p = "1" if readme and "P2P" in readme[0] else "0"
+    signer = "mok" if os.path.exists(path(MOK_DER)) else ""
+    names = [v for k, v in sorted(conf.items()) if k.startswith("BUILT_MODULE_NAME")] or ["nvidia"]
+    srcv = _srcversion(_tree_text(src))
+    print(f"Building module(s)... done. ({module}/{version} for {kernel})")
+    for name in names:
+        body = (f"name={name}\nversion={m.group(1)}\ntype=open\nsigner={signer}\nkernel={kernel}\n"
+                f"dkms={module}/{version}\np2p={p2p}\nsrcversion={srcv}\n")
+        write(f"{DKMS_ROOT}/{module}/{version}/{kernel}/x86_64/module/{name}.ko", body)
+    return 0
+
+
+def _dkms_cli_install(module: str, version: str, kernel: str, force: bool) -> int:
+    if _dkms_built(module, version, kernel) is None:
+        rc = _dkms_cli_build(module, version, kernel, force=False)
+        if rc or _dkms_built(module, version, kernel) is None:
+            return rc or 1
+    built_dir = f"{DKMS_ROOT}/{module}/{version}/{kernel}/x86_64/module"
+    names = sorted(os.listdir(path(built_dir)))
+    for f in names:
+        new = parse_ko(f"{built_dir}/{f}")
+        dest = f"/lib/modules/{kernel}/updates/dkms/{f}"
+        old = parse_ko(dest)
+        if old and not _owned_by(old, module, version) and old.get("version") == new.get("version") and not force:
+            # dkms's version sanity check (dkms 2.x/3.x wording).
+            print(f"Error! Module version {new.get('version')} for {f}\nexactly matches what is already found in "
+                  f"kernel {kernel}.\nDKMS will not replace this module.\nYou may override by specifying --force.")
+            return 6
+    for f in names:
+        write(f"/lib/modules/{kernel}/updates/dkms/{f}", read(f"{built_dir}/{f}") or "")
+    depmod(kernel)
+    print(f"Installing /lib/modules/{kernel}/updates/dkms/{{{','.join(n[:-3] for n in names)}}}.ko\nRunning depmod... done.")
+    return 0
+
+
+def dkms_cli(argv: list[str]) -> int:
+    if not argv:
+        print("Error! No action was specified.")
+        return 1
+    action, rest = argv[0], argv[1:]
+    module = version = kernel = None
+    force = all_kernels = False
+    i = 0
+    while i < len(rest):
+        a = rest[i]
+        if a in ("-m", "-v", "-k") and i + 1 < len(rest):
+            module, version, kernel = ((rest[i + 1], version, kernel) if a == "-m" else
+                                       (module, rest[i + 1], kernel) if a == "-v" else (module, version, rest[i + 1]))
+            i += 2
+            continue
+        if a == "--force":
+            force = True
+        elif a == "--all":
+            all_kernels = True
+        elif a.startswith("/usr/src/") and module is None:
+            module, _, version = os.path.basename(a.rstrip("/")).rpartition("-")
+        elif not a.startswith("-") and "/" in a and module is None:
+            module, _, version = a.partition("/")
+        i += 1
+    if module and "/" in module:  # -m module/version
+        module, _, version = module.partition("/")
+    kernel = kernel or running_kernel() or ""
+    if action == "status":
+        return _dkms_status(module, version)
+    if not module or not version:
+        print(f"Error! Invalid number of arguments passed.\nUsage: {action} <module>/<module-version> or\n"
+              f"       {action} -m <module>/<module-version>")
+        return 1
+    if action == "add":
+        if _dkms_added(module, version) is not None:
+            print(f"Error! DKMS tree already contains: {module}/{version}\n"
+                  "You cannot add the same module/version combo more than once.")
+            return 3
+        src = _source(module, version)
+        if read(src + "/dkms.conf") is None:
+            print(f"Error! Could not find module source directory.\nDirectory: {src} does not exist.")
+            return 2
+        os.makedirs(path(f"{DKMS_ROOT}/{module}/{version}"), exist_ok=True)
+        os.symlink(path(src), path(f"{DKMS_ROOT}/{module}/{version}/source"))
+        print(f"Creating symlink {DKMS_ROOT}/{module}/{version}/source -> {src}")
+        return 0
+    if action == "build":
+        return _dkms_cli_build(module, version, kernel, force)
+    if action == "install":
+        return _dkms_cli_install(module, version, kernel, force)
+    if action == "remove":
+        if not os.path.isdir(path(f"{DKMS_ROOT}/{module}/{version}")):
+            print(f"Error! There are no instances of module: {module}\n{version} located in the DKMS tree.")
+            return 3
+        kernels = installed_kernels() if all_kernels else [kernel]
+        _uninstall(module, version, kernels)
+        if all_kernels:
+            subprocess.run(["rm", "-rf", path(f"{DKMS_ROOT}/{module}/{version}")], check=False)
+            print(f"Deleting module {module}/{version} completely from the DKMS tree.")
+        else:
+            subprocess.run(["rm", "-rf", path(f"{DKMS_ROOT}/{module}/{version}/{kernel}")], check=False)
+            print(f"Module {module}/{version} for kernel {kernel} (x86_64).\nDeleting from the DKMS tree.")
+        return 0
+    print(f"Error! Unknown action specified: {action}")
+    return 1
+
+
+def _dkms_status(module: str | None, version: str | None) -> int:
+    """dkms 3's status lines: 'nvidia/580.95.05, 6.8.0-51-generic, x86_64: installed'."""
+    for mod_dir in sorted(glob.glob(path(DKMS_ROOT + "/*"))):
+        mod = os.path.basename(mod_dir)
+        if module and mod != module:
+            continue
+        for ver_dir in sorted(glob.glob(mod_dir + "/*")):
+            ver = os.path.basename(ver_dir)
+            if version and ver != version:
+                continue
+            kernels = sorted(k for k in os.listdir(ver_dir) if k != "source" and
+                             os.path.isdir(os.path.join(ver_dir, k)))
+            if not kernels:
+                print(f"{mod}/{ver}: added")
+            for k in kernels:
+                built = parse_ko(f"{DKMS_ROOT}/{mod}/{ver}/{k}/x86_64/module/nvidia.ko")
+                inst = parse_ko(f"/lib/modules/{k}/updates/dkms/nvidia.ko")
+                state = "installed" if inst and built and inst.get("srcversion") == built.get("srcversion") \
+                    and _owned_by(inst, mod, ver) else "built"
+                print(f"{mod}/{ver}, {k}, x86_64: {state}")
     return 0
 
 
@@ -723,6 +972,7 @@ COMMANDS = {
     "dkms-install": dkms_install,
     "dkms-remove": dkms_remove,
     "dkms-autoinstall": dkms_autoinstall,
+    "dkms": dkms_cli,
     "depmod": lambda argv: depmod(argv[0] if argv else running_kernel() or "") or 0,
     "kernel-postinst": kernel_postinst,
     "kernel-postrm": kernel_postrm,
