@@ -58,6 +58,9 @@ GPU_KEYS = (
     'serial', 'vbios_version', 'memory_total_mib', 'persistence_mode', 'compute_mode', 'mig_mode',
     'power_draw_w', 'power_limit_w', 'power_default_w', 'power_min_w', 'power_max_w',
     'power_enforced_w', 'pcie_gen_current', 'pcie_gen_max', 'pcie_width_current', 'pcie_width_max',
+    # The health set (the host's self-audit exports it): read from the same one query.
+    'temperature_c', 'utilization_gpu_pct', 'memory_used_mib', 'ecc_enabled', 'ecc_corrected_volatile',
+    'ecc_uncorrected_volatile', 'clocks_event_reasons',
 )
 
 # Values that mean "unknown" (compared case-insensitively, after stripping brackets).
@@ -288,12 +291,18 @@ def _power_section(gpu):
     return None
 
 
+def _ecc_mode(value):
+    value = clean_value(value)
+    return {'Enabled': True, 'Disabled': False}.get(value) if value else None
+
+
 def _gpu_from_xml(gpu, index):
     power = _power_section(gpu)
     link = gpu.find('pci/pci_gpu_link_info')
     name = _text(gpu, 'product_name')
     architecture = _text(gpu, 'product_architecture') or architecture_from_name(name)
     bus_id = normalize_bus_id(gpu.get('id')) or normalize_bus_id(_text(gpu, 'pci/pci_bus_id'))
+    ecc = _ecc_volatile(gpu)
     return {
         'index': index,
         'minor_number': to_int(_text(gpu, 'minor_number')),
@@ -327,7 +336,54 @@ def _gpu_from_xml(gpu, index):
         'pcie_gen_max': to_int(_text(link, 'pcie_gen/max_link_gen')),
         'pcie_width_current': to_int(_text(link, 'link_widths/current_link_width')),
         'pcie_width_max': to_int(_text(link, 'link_widths/max_link_width')),
+        'temperature_c': to_float(_text(gpu, 'temperature/gpu_temp')),
+        'utilization_gpu_pct': to_float(_text(gpu, 'utilization/gpu_util')),
+        'memory_used_mib': to_int(_text(gpu, 'fb_memory_usage/used')),
+        'ecc_enabled': _ecc_mode(_text(gpu, 'ecc_mode/current_ecc')),
+        'ecc_corrected_volatile': ecc[0],
+        'ecc_uncorrected_volatile': ecc[1],
+        'clocks_event_reasons': _clock_event_reasons(gpu),
     }
+
+
+def _ecc_volatile(gpu):
+    """(corrected, uncorrected) volatile ECC error counts, each None where the card reports none.
+
+    Schema v12/v13 (and v11 on datacenter cards): ``sram_correctable``, ``dram_correctable`` and the
+    uncorrectable counts (v13 splits SRAM's into ``_parity`` and ``_secded``); v10 and older:
+    ``single_bit/total`` and ``double_bit/total``. GeForce cards print N/A everywhere."""
+    volatile = gpu.find('ecc_errors/volatile')
+    if volatile is None:
+        return None, None
+    if volatile.find('single_bit') is not None or volatile.find('double_bit') is not None:
+        return (to_int(_text(volatile, 'single_bit/total')), to_int(_text(volatile, 'double_bit/total')))
+    corrected, uncorrected = [], []
+    for child in volatile:
+        value = to_int(child.text)
+        if value is None or len(child):
+            continue
+        if child.tag.endswith('_uncorrectable') or '_uncorrectable_' in child.tag:
+            uncorrected.append(value)
+        elif child.tag.endswith('_correctable'):
+            corrected.append(value)
+    return (sum(corrected) if corrected else None, sum(uncorrected) if uncorrected else None)
+
+
+def _clock_event_reasons(gpu):
+    """{reason: active} from ``<clocks_event_reasons>`` (535+) or ``<clocks_throttle_reasons>``
+    (older); None when neither is there. Reasons the card reports N/A are left out."""
+    for tag, prefix in (('clocks_event_reasons', 'clocks_event_reason_'),
+                        ('clocks_throttle_reasons', 'clocks_throttle_reason_')):
+        section = gpu.find(tag)
+        if section is None:
+            continue
+        reasons = {}
+        for child in section:
+            value = clean_value(child.text)
+            if value in ('Active', 'Not Active') and child.tag.startswith(prefix):
+                reasons[child.tag[len(prefix):]] = value == 'Active'
+        return reasons
+    return None
 
 
 def _fabric_state_xml(gpu):
@@ -490,6 +546,14 @@ def gpus_from_query(rows):
             'pcie_gen_max': to_int(row.get('pcie.link.gen.max')),
             'pcie_width_current': to_int(row.get('pcie.link.width.current')),
             'pcie_width_max': to_int(row.get('pcie.link.width.max')),
+            'temperature_c': to_float(row.get('temperature.gpu')),
+            'utilization_gpu_pct': to_float(row.get('utilization.gpu')),
+            'memory_used_mib': to_int(row.get('memory.used')),
+            'ecc_enabled': _ecc_mode(row.get('ecc.mode.current')),
+            'ecc_corrected_volatile': to_int(row.get('ecc.errors.corrected.volatile.total')),
+            'ecc_uncorrected_volatile': to_int(row.get('ecc.errors.uncorrected.volatile.total')),
+            # --query-gpu reports clocks_event_reasons as one bitmask: not decoded here.
+            'clocks_event_reasons': None,
         })
     return gpus
 

@@ -167,6 +167,13 @@ def test_parse_xml_whole_gpu_v12_gpu_power_readings(fixtures_dir):
         'pcie_gen_max': 3,
         'pcie_width_current': 16,
         'pcie_width_max': 16,
+        'temperature_c': 40.0,
+        'utilization_gpu_pct': 0.0,
+        'memory_used_mib': 2,
+        'ecc_enabled': False,
+        'ecc_corrected_volatile': None,
+        'ecc_uncorrected_volatile': None,
+        'clocks_event_reasons': {'gpu_idle': True, 'applications_clocks_setting': False, 'sw_power_cap': False, 'hw_slowdown': False, 'hw_thermal_slowdown': False, 'hw_power_brake_slowdown': False, 'sync_boost': False, 'sw_thermal_slowdown': False, 'display_clocks_setting': False},
     }
 
 
@@ -197,6 +204,13 @@ def test_parse_xml_whole_gpu_old_power_readings(fixtures_dir):
         'pcie_gen_max': 4,
         'pcie_width_current': 16,
         'pcie_width_max': 16,
+        'temperature_c': 37.0,
+        'utilization_gpu_pct': 0.0,
+        'memory_used_mib': 1,
+        'ecc_enabled': None,
+        'ecc_corrected_volatile': None,
+        'ecc_uncorrected_volatile': None,
+        'clocks_event_reasons': {'gpu_idle': True, 'applications_clocks_setting': False, 'sw_power_cap': False, 'hw_slowdown': False, 'hw_thermal_slowdown': False, 'hw_power_brake_slowdown': False, 'sync_boost': False, 'sw_thermal_slowdown': False, 'display_clocks_setting': False},
     }
 
 
@@ -841,3 +855,35 @@ def test_capture_sections_helper_finds_csv(fixtures_dir):
     body = section(sections, 'idle :: query-gpu')
     header = next(csv.reader([body.strip().split('\n')[0]], skipinitialspace=True))
     assert header[:3] == ['timestamp', 'driver_version', 'kmd_version']
+
+
+@pytest.mark.parametrize('name, enabled, corrected, uncorrected, active', [
+    # v12 datacenter card: SRAM + DRAM volatile counts.
+    ('telegraf_a100-sxm4-80gb_v12_drv535.xml', True, 0, 0, []),
+    # v10 Kepler: single_bit/double_bit totals; applications clocks hold the clock down.
+    ('pai_4x-tesla-k80-azure_v10_drv430.xml', True, 0, 0, ['applications_clocks_setting']),
+    # v13 GeForce: no ECC at all (N/A), the power cap is the active clock event.
+    ('telegraf_rtx3090_v13_drv590.xml', None, None, None, ['sw_power_cap']),
+    # v11 on a Tesla with <clocks_throttle_reasons> (the pre-535 name).
+    ('telegraf_tesla-t4_v11_drv512.xml', True, 0, 0, ['gpu_idle']),
+])
+def test_parse_xml_health(fixtures_dir, name, enabled, corrected, uncorrected, active):
+    gpu = _load_xml(fixtures_dir, name)['gpus'][0]
+    assert gpu['ecc_enabled'] is enabled
+    assert gpu['ecc_corrected_volatile'] == corrected
+    assert gpu['ecc_uncorrected_volatile'] == uncorrected
+    assert sorted(r for r, on in gpu['clocks_event_reasons'].items() if on) == active
+    assert isinstance(gpu['temperature_c'], float)
+    assert gpu['memory_used_mib'] is not None
+
+
+def test_parse_xml_ecc_counts_are_summed():
+    """SRAM's split uncorrectable counts (v13) and DRAM's add up; an N/A part is left out."""
+    xml = ('<nvidia_smi_log><driver_version>590.48.01</driver_version><gpu id="00000000:01:00.0">'
+           '<ecc_mode><current_ecc>Enabled</current_ecc></ecc_mode><ecc_errors><volatile>'
+           '<sram_correctable>3</sram_correctable><sram_uncorrectable_parity>1</sram_uncorrectable_parity>'
+           '<sram_uncorrectable_secded>2</sram_uncorrectable_secded><dram_correctable>4</dram_correctable>'
+           '<dram_uncorrectable>N/A</dram_uncorrectable></volatile></ecc_errors></gpu></nvidia_smi_log>')
+    gpu = parse_xml(xml)['gpus'][0]
+    assert (gpu['ecc_enabled'], gpu['ecc_corrected_volatile'], gpu['ecc_uncorrected_volatile']) == (True, 7, 3)
+    assert gpu['clocks_event_reasons'] is None
