@@ -42,7 +42,7 @@ import rigkeeper_docker  # noqa: E402  (filter_plugins/)
 import rigkeeper_policy  # noqa: E402  (filter_plugins/)
 import rigkeeper_vars  # noqa: E402  (filter_plugins/)
 import rigkeeper_wanted  # noqa: E402  (filter_plugins/)
-from rigkeeper_probe import SEVERITY  # noqa: E402  (module_utils/)
+from rigkeeper_probe import summarize  # noqa: E402  (module_utils/)
 
 try:  # the template module's own variables (ansible_managed), so a render here equals its render
     from ansible._internal._templating import _template_vars
@@ -270,31 +270,10 @@ class ActionModule(ActionBase):
                             results[r['id']] = rigkeeper_wanted.judge_fact(r, facts, rigkeeper_policy)
                         except Exception as exc:
                             results[r['id']] = {'status': 'error', 'reasons': ['%s: %s' % (r['label'], exc)]}
-                    # A warning resource never drifts: what it finds is reported only.
-                    got = results.get(r['id'])
-                    if r.get('severity') == 'warning' and got and got['status'] not in ('ok', 'error'):
-                        got['status'] = 'warn'
-            # What only a reboot brings (the driver installed but not running, the kernel's command
-            # line, the OS's own request) is the "reboot" check's warning, not the role's drift.
-            reboot = []
-            for role, c in compiled.items():
-                findings, counts = [], {}
-                for r in c['resources']:
-                    got = results.get(r['id'], {'status': 'error', 'reasons': ['no result']})
-                    counts[got['status']] = counts.get(got['status'], 0) + 1
-                    if got['status'] == 'ok':
-                        continue
-                    finding = {'id': r['id'], 'label': r['label'], 'status': got['status'],
-                               'reasons': got.get('reasons') or []}
-                    if got.get('diff') and self._task.diff:
-                        finding['diff'] = got['diff']
-                    if r.get('reboot') and got['status'] != 'error':
-                        reboot.append(dict(finding, status='warn', label='%s: %s' % (role, r['label']),
-                                           rigkeeper=r['reboot'] is True))
-                        continue
-                    findings.append(finding)
-                worst = max([f['status'] for f in findings] or ['ok'], key=lambda s: SEVERITY.get(s, 4))
-                state[role] = {'status': {'absent': 'drift'}.get(worst, worst), 'findings': findings, 'counts': counts}
+            # What only a reboot brings is the "reboot" check's warning, not the role's drift.
+            probed, reboot = summarize(dict((role, c['resources']) for role, c in compiled.items()), results,
+                                       diff=bool(self._task.diff))
+            state.update(probed)
             # Roles not probed now keep what an earlier probe of the play found.
             earlier = ((task_vars.get('rigkeeper_state') or {}).get('reboot') or {}).get('findings') or []
             reboot = [f for f in earlier if f['id'].split('/', 1)[0] not in compiled] + reboot

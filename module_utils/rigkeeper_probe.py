@@ -861,3 +861,41 @@ def probe(resources, host, parallel=True):
     for t in threads:
         t.join()
     return results
+
+
+def summarize(compiled, results, diff=False):
+    """Each role's state from the probe's results: ``(state, reboot)``.
+
+    ``compiled``: {role: [resource, ...]}; ``results``: {id: result} (a ``severity: warning``
+    resource's finding is turned into ``warn`` in place). ``state``: {role: {status, findings,
+    counts}}; a role's status is its worst finding (absent counts as drift). ``reboot``: the findings
+    that only a reboot brings (the driver installed but not running, the kernel's command line, the
+    OS's own request), as warnings with ``rigkeeper`` true when rigkeeper's own change waits for it;
+    they are not the role's drift. The action plugin and the host's self-audit both use this.
+    """
+    for resources in compiled.values():
+        for r in resources:
+            got = results.get(r['id'])
+            if r.get('severity') == 'warning' and got and got['status'] not in (OK, ERROR):
+                got['status'] = WARN
+    state, reboot = {}, []
+    for role, resources in compiled.items():
+        findings, counts = [], {}
+        for r in resources:
+            got = results.get(r['id'], {'status': ERROR, 'reasons': ['no result']})
+            counts[got['status']] = counts.get(got['status'], 0) + 1
+            if got['status'] == OK:
+                continue
+            finding = {'id': r['id'], 'label': r['label'], 'status': got['status'],
+                       'reasons': got.get('reasons') or []}
+            if diff and got.get('diff'):
+                finding['diff'] = got['diff']
+            if r.get('reboot') and got['status'] != ERROR:
+                reboot.append(dict(finding, status=WARN, label='%s: %s' % (role, r['label']),
+                                   rigkeeper=r['reboot'] is True))
+                continue
+            findings.append(finding)
+        worst_status = max([f['status'] for f in findings] or [OK], key=lambda st: SEVERITY.get(st, 4))
+        state[role] = {'status': {ABSENT: DRIFT}.get(worst_status, worst_status), 'findings': findings,
+                       'counts': counts}
+    return state, reboot
