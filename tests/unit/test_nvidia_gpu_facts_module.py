@@ -145,6 +145,15 @@ def host(tmp_path, monkeypatch):
     return FakeHost(tmp_path, monkeypatch)
 
 
+def _health(temp, used, active):
+    """The health keys of a GeForce card that reports no ECC: one active clock event reason."""
+    reasons = ('gpu_idle', 'applications_clocks_setting', 'sw_power_cap', 'hw_slowdown', 'hw_thermal_slowdown',
+               'hw_power_brake_slowdown', 'sync_boost', 'sw_thermal_slowdown', 'display_clocks_setting')
+    return {'temperature_c': temp, 'utilization_gpu_pct': 0.0, 'memory_used_mib': used, 'ecc_enabled': None,
+            'ecc_corrected_volatile': None, 'ecc_uncorrected_volatile': None,
+            'clocks_event_reasons': dict((r, r == active) for r in reasons)}
+
+
 def _gpu_2080(index, bus_id, draw):
     """One RTX 2080 of telegraf_dual_rtx2080_v13_drv590.xml, as read from the file."""
     return {
@@ -171,6 +180,7 @@ def _gpu_2080(index, bus_id, draw):
         'pcie_gen_max': 3,
         'pcie_width_current': 8,
         'pcie_width_max': 16,
+        **_health(15.0, 1, 'gpu_idle'),
     }
 
 
@@ -200,6 +210,7 @@ def _gpu_2080ti(index, bus_id, uuid, draw):
         'pcie_gen_max': 3,
         'pcie_width_current': 16,
         'pcie_width_max': 16,
+        **_health(24.0, 0, 'sw_power_cap' if index else 'gpu_idle'),
     }
 
 
