@@ -191,7 +191,7 @@ class ActionModule(ActionBase):
                                         task_vars=task_vars)
         roles = args.get('roles')
         if roles is None:
-            roles = task_vars.get('rigkeeper_roles') or list(rigkeeper_wanted.ROLES)
+            roles = task_vars.get('rigkeeper_roles') or list(rigkeeper_wanted.DEFAULT_ROLES)
         roles = [str(r) for r in roles]
         unknown = [r for r in roles if r not in rigkeeper_wanted.ROLES]
         if unknown:

@@ -52,6 +52,7 @@ SHARED_VARIABLES = {
     "rigkeeper_apt_lock_timeout": "playbooks/site.yml: seconds apt waits for the dpkg lock (default 600)",
     # Playbook variables.
     "rigkeeper_all_roles": "playbooks/site.yml, audit.yml: every role the playbooks know",
+    "rigkeeper_default_roles": "playbooks/site.yml, audit.yml: the roles a host manages when rigkeeper_roles is unset",
     "nvidia_driver_upgrade_hosts": "playbooks/upgrade-driver.yml: the hosts to upgrade (default all)",
     "nvidia_driver_upgrade_serial": "playbooks/upgrade-driver.yml: the batch size (default 1)",
     # The simulator's inventory (inventory/sim) and its Molecule prepare step.

@@ -23,9 +23,17 @@ with the same message before anything changes.
 from __future__ import annotations
 
 import json
+import os
 
-# Roles the playbooks know, in the order site.yml applies them.
-ROLES = ('nvidia_driver', 'cuda_toolkit', 'container_toolkit', 'kernel_params', 'gpu_power', 'headless', 'ssh')
+# Roles the playbooks know, in the order site.yml applies them; DEFAULT_ROLES: those a host manages
+# when its inventory does not name them (rigkeeper_roles): monitoring is off unless named.
+ROLES = ('nvidia_driver', 'cuda_toolkit', 'container_toolkit', 'kernel_params', 'gpu_power', 'headless', 'ssh',
+         'monitoring')
+DEFAULT_ROLES = tuple(r for r in ROLES if r != 'monitoring')
+# The probe code the host's self-audit runs (monitoring role): these module_utils files, as they are.
+_MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'module_utils')
+SELFAUDIT_FILES = ('rigkeeper_selfaudit.py', 'rigkeeper_probe.py', 'rigkeeper_facts.py', 'rigkeeper_host.py',
+                   'rigkeeper_nvsmi.py', 'rigkeeper_apt.py', 'rigkeeper_grub.py', 'rigkeeper_metrics.py')
 # Where the host's record of what rigkeeper manages lives (playbooks/site.yml writes it), and the
 # compiled wanted state it was converged to (the host's own self-audit compares against it).
 RECORD_PATH = '/etc/rigkeeper/managed.json'
@@ -478,6 +486,63 @@ def compile_ssh(ctx):
 
 
 # ------------------------------------------------------------------------------------------------
+# monitoring
+# ------------------------------------------------------------------------------------------------
+def selfaudit_config(ctx):
+    """The self-audit's configuration (/etc/rigkeeper/selfaudit.json) as a dict."""
+    v = ctx.v
+    interval = v('monitoring_interval')
+    try:
+        interval = int(interval)
+    except (TypeError, ValueError):
+        raise CompileError('monitoring_interval must be a number of seconds, not %r' % (interval,))
+    if interval < 30:
+        raise CompileError('monitoring_interval is %d s: the self-audit runs at most every 30 s' % interval)
+    textfile_dir = v('monitoring_textfile_dir')
+    if not str(textfile_dir).startswith('/'):
+        raise CompileError('monitoring_textfile_dir must be an absolute path, not %r' % (textfile_dir,))
+    return {
+        'wanted_path': WANTED_PATH,
+        'metrics_path': '%s/%s' % (str(textfile_dir).rstrip('/'), v('__monitoring_metrics_file')),
+        'state_path': v('__monitoring_state_path'),
+        'p2p_path': v('monitoring_p2p_record'),
+        'interval_s': interval,
+        'facts': dict(v('__monitoring_facts')),
+    }
+
+
+def compile_monitoring(ctx):
+    w = Wanted('monitoring')
+    v = ctx.v
+    config = selfaudit_config(ctx)
+    ctx.set('__monitoring_interval_s', config['interval_s'])
+    exporter = v('monitoring_node_exporter')
+    if exporter not in ('package', 'external'):
+        raise CompileError("monitoring_node_exporter must be 'package' or 'external', not %r" % (exporter,))
+    lib = v('__monitoring_lib_dir')
+    w.directory('lib_dir', 'self-audit code directory %s' % lib, lib)
+    for name in SELFAUDIT_FILES:
+        with open(os.path.join(_MODULE_UTILS, name), encoding='utf-8') as handle:
+            content = handle.read()
+        w.file('code_' + name[:-3], 'self-audit code %s' % name, '%s/%s' % (lib, name), content=content)
+    w.file('config', 'self-audit configuration', v('__monitoring_config_path'),
+           content=json.dumps(config, indent=1, sort_keys=True) + '\n')
+    w.directory('state_dir', 'self-audit state directory', os.path.dirname(config['state_path']))
+    w.directory('textfile_dir', "node_exporter's textfile directory", os.path.dirname(config['metrics_path']))
+    w.file('service_file', 'self-audit service', v('__monitoring_service_path'),
+           content=ctx.render('rigkeeper-selfaudit.service.j2'))
+    w.file('timer_file', 'self-audit timer (every %d s)' % config['interval_s'], v('__monitoring_timer_path'),
+           content=ctx.render('rigkeeper-selfaudit.timer.j2'))
+    w.unit('timer', v('__monitoring_timer'), 'self-audit timer enabled and running', enabled=True, active=True)
+    if exporter == 'package':
+        w.package('node_exporter', v('__monitoring_node_exporter_package'))
+        w.unit('node_exporter_unit', v('__monitoring_node_exporter_unit'), 'node_exporter enabled and running',
+               enabled=True, active=True)
+    w.data.update(config=config, exporter=exporter)
+    return w
+
+
+# ------------------------------------------------------------------------------------------------
 # The host's record
 # ------------------------------------------------------------------------------------------------
 def record_content(roles):
@@ -510,6 +575,7 @@ COMPILERS = {
     'kernel_params': compile_kernel_params,
     'gpu_power': compile_gpu_power,
     'ssh': compile_ssh,
+    'monitoring': compile_monitoring,
 }
 
 

@@ -40,7 +40,8 @@ PLAY = """
         rigkeeper_host: "{{ facts.rigkeeper_host }}"
     - name: Compile every role
       rigkeeper_probe:
-        roles: [nvidia_driver, cuda_toolkit, container_toolkit, kernel_params, gpu_power, headless, ssh]
+        roles: "{{ compile_roles | default(['nvidia_driver', 'cuda_toolkit', 'container_toolkit', 'kernel_params',
+                                             'gpu_power', 'headless', 'ssh']) }}"
         probe: false
         record: true
         fail_on_error: "{{ fail_on_error | default(true) }}"
