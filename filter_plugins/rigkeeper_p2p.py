@@ -714,11 +714,21 @@ def rk_dkms_status(text):
     return out
 
 
+def rk_p2p_record(diagnosis, driver=None, when=None):
+    """The host's record of a P2P check (the self-audit exports it as rigkeeper_p2p_pair_ok): per
+    pair its GPU indexes, bus ids and status, and the time (unix seconds) and driver it ran with."""
+    diagnosis = diagnosis or {}
+    pairs = [dict((k, p.get(k)) for k in ('a', 'b', 'pair', 'bus_ids', 'status')) for p in diagnosis.get('pairs') or []]
+    return {'time': int(float(when)) if when is not None else None, 'driver': driver,
+            'summary': diagnosis.get('summary'), 'pairs': pairs}
+
+
 class FilterModule(object):
     """rigkeeper P2P filters."""
 
     def filters(self):
         return {
+            'rk_p2p_record': rk_p2p_record,
             'rk_p2p_result': rk_p2p_result,
             'rk_p2p_collect': rk_p2p_collect,
             'rk_p2p_nccl': rk_p2p_nccl,
