@@ -223,3 +223,15 @@ def test_bad_monitoring_wants_are_refused_before_anything_changes(tmp_path, extr
 
 def test_the_default_roles_leave_monitoring_off():
     assert "monitoring" in rigkeeper_wanted.ROLES and "monitoring" not in rigkeeper_wanted.DEFAULT_ROLES
+
+
+def test_the_p2p_record_keeps_each_pair_and_nothing_measured():
+    import rigkeeper_p2p
+    diagnosis = {"summary": "P2P not OK: GPU0-GPU1", "pairs": [
+        {"a": 0, "b": 1, "pair": "GPU0-GPU1", "bus_ids": ["00000000:01:00.0", "00000000:02:00.0"], "status": "fail",
+         "measured": {"p2p_on": {"uni_gbps": 1.0}}, "findings": [{"id": "iommu_on"}]}]}
+    record = rigkeeper_p2p.rk_p2p_record(diagnosis, "580.95.05", 1796146562.7)
+    assert record == {"time": 1796146562, "driver": "580.95.05", "summary": "P2P not OK: GPU0-GPU1", "pairs": [
+        {"a": 0, "b": 1, "pair": "GPU0-GPU1", "bus_ids": ["00000000:01:00.0", "00000000:02:00.0"], "status": "fail"}]}
+    text = metrics.render(dict(AUDIT, p2p=record))
+    assert 'rigkeeper_p2p_pair_ok{gpu_a="0",gpu_b="1"' in text and "rigkeeper_p2p_check_timestamp_seconds 1796146562" in text
