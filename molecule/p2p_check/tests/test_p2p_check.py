@@ -97,7 +97,10 @@ def test_the_program_is_built_once_and_nothing_else_changed(host):
     rep = report(host)
     binary = rep["program"]["binary"]
     assert rep["program"]["release"].startswith("Cuda compilation tools, release 12.8")
-    builds = host.run("ls -1 /var/lib/rigkeeper/p2p-check").stdout.split()
+    entries = host.run("ls -1 /var/lib/rigkeeper/p2p-check").stdout.split()
+    # One build, and the last check's record for the host's self-audit (monitoring role).
+    builds = [e for e in entries if e != "last.json"]
+    assert "last.json" in entries
     assert len(builds) == 1 and binary == f"/var/lib/rigkeeper/p2p-check/{builds[0]}/p2p_bench"
     assert host.file(binary).mode == 0o755 and host.file(binary).user == "root"
     # Files changed since the end of prepare, outside rigkeeper's own directory and the runtime,
@@ -108,6 +111,17 @@ def test_the_program_is_built_once_and_nothing_else_changed(host):
         "-not -path '/var/log/*' -not -path '/root/.ansible*' -not -path '/var/lib/rigkeeper/p2p-check/*' "
         "-not -path '/var/lib/systemd/*' -not -path '/var/cache/*' -not -path '/srv/p2p-fork/*'").stdout.split()
     assert changed == []
+
+
+def test_the_host_keeps_each_pairs_result_for_its_self_audit(host):
+    """p2p_check_dir/last.json: what rigkeeper_p2p_pair_ok exports; the same verdict as the report."""
+    record = json.loads(host.file("/var/lib/rigkeeper/p2p-check/last.json").content_string)
+    pairs = report(host)["diagnosis"]["pairs"]
+    assert [(p["a"], p["b"], p["bus_ids"], p["status"]) for p in record["pairs"]] == [
+        (p["a"], p["b"], p["bus_ids"], p["status"]) for p in pairs]
+    assert record["pairs"][0]["status"] == "fail"  # every preset here has a finding on GPU0-GPU1
+    assert record["driver"] == report(host)["driver"] and record["time"] > 1.7e9
+    assert host.file("/var/lib/rigkeeper/p2p-check/last.json").user == "root"
 
 
 def test_one_report_case_per_host_and_pair():
