@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 
 # Roles the playbooks know, in the order site.yml applies them; DEFAULT_ROLES: those a host manages
 # when its inventory does not name them (rigkeeper_roles): monitoring is off unless named.
@@ -511,6 +513,34 @@ def selfaudit_config(ctx):
     }
 
 
+def node_exporter_textfile(defaults_text, default_dir):
+    """What node_exporter's textfile collector reads, from the package's /etc/default file:
+    ``{'enabled': bool, 'dir': path}``. The last ``ARGS=`` line counts (the file is sourced by
+    systemd's EnvironmentFile); ``--collector.textfile.directory=X`` or ``... X`` sets the directory,
+    ``--no-collector.textfile`` turns the collector off; without either, the package's default."""
+    args = ''
+    for line in (defaults_text or '').splitlines():
+        m = re.match(r'\s*ARGS=(.*)$', line)
+        if m:
+            args = m.group(1).strip()
+    try:
+        value = ' '.join(shlex.split(args))
+        tokens = shlex.split(value)
+    except ValueError as exc:
+        raise CompileError('node_exporter ARGS cannot be read (%s): %r' % (exc, args))
+    directory, enabled = default_dir, True
+    for i, token in enumerate(tokens):
+        if token.startswith('--collector.textfile.directory='):
+            directory = token.split('=', 1)[1]
+        elif token == '--collector.textfile.directory' and i + 1 < len(tokens):
+            directory = tokens[i + 1]
+        elif token == '--no-collector.textfile':
+            enabled = False
+        elif token == '--collector.textfile':
+            enabled = True
+    return {'enabled': enabled, 'dir': directory.rstrip('/') or '/'}
+
+
 def compile_monitoring(ctx):
     w = Wanted('monitoring')
     v = ctx.v
@@ -609,4 +639,4 @@ class FilterModule(object):
     """The compile runs in the rigkeeper_probe action plugin; one filter lists the roles."""
 
     def filters(self):
-        return {'rk_wanted_roles': lambda _x=None: list(ROLES)}
+        return {'rk_wanted_roles': lambda _x=None: list(ROLES), 'rk_node_exporter_textfile': node_exporter_textfile}

@@ -235,3 +235,21 @@ def test_the_p2p_record_keeps_each_pair_and_nothing_measured():
         {"a": 0, "b": 1, "pair": "GPU0-GPU1", "bus_ids": ["00000000:01:00.0", "00000000:02:00.0"], "status": "fail"}]}
     text = metrics.render(dict(AUDIT, p2p=record))
     assert 'rigkeeper_p2p_pair_ok{gpu_a="0",gpu_b="1"' in text and "rigkeeper_p2p_check_timestamp_seconds 1796146562" in text
+
+
+@pytest.mark.parametrize("text, enabled, directory", [
+    (None, True, "/var/lib/prometheus/node-exporter"),             # no file: the package's default
+    ('# comment\nARGS=""\n', True, "/var/lib/prometheus/node-exporter"),
+    ('ARGS="--collector.textfile.directory=/srv/prom/ --web.listen-address=127.0.0.1:9100"', True, "/srv/prom"),
+    ("ARGS='--collector.textfile.directory /srv/tf'", True, "/srv/tf"),
+    ('ARGS="--collector.textfile.directory=/a"\nARGS="--no-collector.textfile"', False,
+     "/var/lib/prometheus/node-exporter"),                          # the last ARGS line counts
+])
+def test_what_node_exporter_reads_from_its_package_configuration(text, enabled, directory):
+    got = rigkeeper_wanted.node_exporter_textfile(text, "/var/lib/prometheus/node-exporter")
+    assert got == {"enabled": enabled, "dir": directory}
+
+
+def test_unreadable_node_exporter_args_are_a_clear_error():
+    with pytest.raises(rigkeeper_wanted.CompileError, match="ARGS cannot be read"):
+        rigkeeper_wanted.node_exporter_textfile('ARGS="--collector.textfile.directory=/a', "/d")
