@@ -1,28 +1,44 @@
 """Shared pytest wiring for rigkeeper.
 
-Makes the repository's plugins importable the way Ansible sees them:
-``module_utils/rigkeeper_*.py`` as ``ansible.module_utils.rigkeeper_*`` (ansible.cfg sets
-``module_utils = ./module_utils``), and ``library/`` and ``filter_plugins/`` as top-level modules.
+The repository is the collection ``rigkeeper.gpu``: its plugins import each other as Ansible loads
+them, ``ansible_collections.rigkeeper.gpu.plugins.<type>.<name>``. ``.cache/collections`` holds the link
+``ansible_collections/rigkeeper/gpu`` -> the repository (``./rk`` and ansible.cfg use the same one),
+and it is put first on ``sys.path``. The modules and filter plugins are also importable by their short
+names (``import grub_cmdline``), as the same module objects, so a test that patches one patches what
+the plugins use.
 """
 
+import importlib
 import os
 import sys
 from pathlib import Path
 
-import ansible.module_utils
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES_DIR = REPO_ROOT.parent / 'shared' / 'fixtures' / 'nvidia-smi'
+COLLECTIONS_DIR = REPO_ROOT / '.cache' / 'collections'
 
-_MODULE_UTILS = str(REPO_ROOT / 'module_utils')
-if _MODULE_UTILS not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(_MODULE_UTILS)
 
-for _plugin_dir in ('library', 'filter_plugins'):
-    _path = str(REPO_ROOT / _plugin_dir)
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+def _link_collection():
+    link = COLLECTIONS_DIR / 'ansible_collections' / 'rigkeeper' / 'gpu'
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            link.symlink_to(os.path.join('..', '..', '..', '..'))
+        except FileExistsError:  # made by a parallel run in between
+            pass
+    if str(COLLECTIONS_DIR) not in sys.path:
+        sys.path.insert(0, str(COLLECTIONS_DIR))
+
+
+_link_collection()
+
+for _kind in ('modules', 'filter'):
+    for _file in sorted((REPO_ROOT / 'plugins' / _kind).glob('*.py')):
+        _name = _file.stem
+        if _name not in sys.modules:
+            sys.modules[_name] = importlib.import_module('ansible_collections.rigkeeper.gpu.plugins.%s.%s' % (_kind, _name))
 
 
 @pytest.fixture(scope='session')

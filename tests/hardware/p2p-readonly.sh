@@ -12,7 +12,7 @@
 # fails if the guard refused anything or saw no nvidia-smi call.
 # NVCC (default /usr/local/cuda/bin/nvcc), P2P_SIZE_MIB (64, pairs), LOCAL_SIZE_MIB (1024),
 # ITERS (20) and RUN_TIMEOUT (120 s a run) can be set in the environment. With P2P_PLAYBOOK=1 it
-# then runs playbooks/p2p-check.yml against localhost behind the same guard (the role builds into the
+# then runs playbooks/p2p_check.yml against localhost behind the same guard (the role builds into the
 # temporary directory, not /var/lib/rigkeeper); that needs Python >= 3.11 with ansible-core
 # importable (PYTHON, default python3).
 set -euo pipefail
@@ -84,7 +84,7 @@ for ((i = 0; i < count; i++)); do
 done
 
 if [ "${P2P_PLAYBOOK:-0}" = 1 ]; then
-  echo "== playbooks/p2p-check.yml (role p2p_check) against localhost"
+  echo "== playbooks/p2p_check.yml (role p2p_check) against localhost"
   py=${PYTHON:-python3}
   mkdir -p "$work/ansible-tmp"
   set +e
@@ -92,7 +92,7 @@ if [ "${P2P_PLAYBOOK:-0}" = 1 ]; then
      ANSIBLE_LOCAL_TEMP="$work/ansible-tmp" ANSIBLE_REMOTE_TEMP="$work/ansible-tmp" \
      "$py" -m ansible.cli.playbook -i localhost, -c local -e "ansible_python_interpreter=$(command -v "$py")" \
        -e "p2p_check_dir=$work/role-build" -e p2p_check_fail_on_findings=false \
-       -e "p2p_check_local_size_mib=$local_mib" -e "p2p_check_iters=$iters" playbooks/p2p-check.yml) 2>&1 \
+       -e "p2p_check_local_size_mib=$local_mib" -e "p2p_check_iters=$iters" playbooks/p2p_check.yml) 2>&1 \
     | tee "$out/p2p-check.log"
   prc=${PIPESTATUS[0]}
   set -e

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The host's self-audit (module_utils/rigkeeper_selfaudit.py) on a real GPU server, read-only.
+# The host's self-audit (plugins/module_utils/rigkeeper_selfaudit.py) on a real GPU server, read-only.
 #
 #   [RK_WANTS=VARS.yml] tests/hardware/selfaudit-readonly.sh [OUT_DIR] [REPEAT]
 #
@@ -31,9 +31,9 @@ state() {
 before=$(state)
 "$py" -m ansible.cli.playbook "${common[@]}" tests/hardware/selfaudit-wanted.yml > "$out/compile.log" 2>&1 \
   || { tail -40 "$out/compile.log"; exit 5; }
-# Exactly what the monitoring role ships (filter_plugins/rigkeeper_wanted.py: SELFAUDIT_FILES).
+# Exactly what the monitoring role ships (plugins/filter/rigkeeper_wanted.py: SELFAUDIT_FILES).
 files=$("$py" -c "import sys; sys.path.insert(0, 'filter_plugins'); import rigkeeper_wanted as w; print(' '.join(w.SELFAUDIT_FILES))")
-for f in $files; do cp "module_utils/$f" "$out/code/$f"; done
+for f in $files; do cp "plugins/module_utils/$f" "$out/code/$f"; done
 "$py" - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]

@@ -247,8 +247,8 @@ def down(names, quiet: bool = False) -> None:
 
 # What a converged rig depends on: the code that converges it and the simulator it runs in.
 CONVERGED = "rigkeeper-sim:converged"
-CONVERGED_INPUTS = ["ansible.cfg", "roles", "playbooks", "library", "module_utils", "filter_plugins",
-                    "action_plugins", "callback_plugins", "inventory/sim"]
+CONVERGED_INPUTS = ["ansible.cfg", "galaxy.yml", "meta", "roles", "playbooks", "plugins",
+                    "inventory/sim"]
 
 
 def converged_key(config: str) -> str:

@@ -1,6 +1,6 @@
 """The probe's view of the NVIDIA family: the pin it expects is the one the role writes, from the
 names apt knows, and a pin that misses names apt offers since is reported as such."""
-from ansible.module_utils.rigkeeper_apt import family_findings, render_preferences
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_apt import family_findings, render_preferences
 
 V = "580.95.05-0ubuntu0.24.04.1"
 FAMILY = ["nvidia-*", "libnvidia-*"]
@@ -36,7 +36,7 @@ def test_a_pin_of_another_version_says_which():
 def test_debians_separately_versioned_members_are_not_leftovers():
     """Debian moved nvidia-driver to 535.309.01 and kept nvidia-persistenced (its own source) at
     535.171.04: not another driver's leftover there; an unlisted unversioned name still is."""
-    from ansible.module_utils.rigkeeper_apt import off_branch
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_apt import off_branch
     fam = [{"name": "nvidia-driver", "version": "535.309.01-0+deb12u1", "branch": None},
            {"name": "nvidia-persistenced", "version": "535.171.04-1~deb12u1", "branch": None},
            {"name": "libcuda1", "version": "535.261.03-1", "branch": None}]

@@ -1,4 +1,4 @@
-"""filter_plugins/rigkeeper_docker.py: engines, install plan, daemon.json merge, reload or restart,
+"""plugins/filter/rigkeeper_docker.py: engines, install plan, daemon.json merge, reload or restart,
 the restart guard, the CDI mode. Table-driven; each case states the host and the wants."""
 import json
 

@@ -1,5 +1,5 @@
 """The facts are gathered two ways, and both must read the host the same way: the gpu_facts role's
-task (roles/gpu_facts/tasks/main.yml) and the probe's action plugin (action_plugins/rigkeeper_probe.py,
+task (roles/gpu_facts/tasks/main.yml) and the probe's action plugin (plugins/action/rigkeeper_probe.py,
 GPU_FACTS_ARGS, when a role's first task gathers them). An option passed by one and not the other
 is lost on every run that gathers through the other (iommu_dir: the simulated IOMMU read as off).
 And the simulator inventory's IOMMU directory is the one the simulated kernel and driver use.
@@ -31,9 +31,9 @@ def _constants(path, *names):
 
 def _role_task_args():
     tasks = yaml.safe_load((REPO / 'roles/gpu_facts/tasks/main.yml').read_text())
-    (task,) = [t for t in tasks if 'nvidia_gpu_facts' in t]
+    (task,) = [t for t in tasks if 'rigkeeper.gpu.nvidia_gpu_facts' in t]
     args = {}
-    for option, value in task['nvidia_gpu_facts'].items():
+    for option, value in task['rigkeeper.gpu.nvidia_gpu_facts'].items():
         m = re.fullmatch(r'\{\{\s*(\w+)\s*\}\}', str(value))
         assert m, 'gpu_facts passes %s as a plain variable, not %r' % (option, value)
         args[option] = m.group(1)
@@ -41,7 +41,7 @@ def _role_task_args():
 
 
 def test_the_role_and_the_probe_pass_the_same_options_from_the_same_variables():
-    probe_args = _constants(REPO / 'action_plugins/rigkeeper_probe.py', 'GPU_FACTS_ARGS')['GPU_FACTS_ARGS']
+    probe_args = _constants(REPO / 'plugins/action/rigkeeper_probe.py', 'GPU_FACTS_ARGS')['GPU_FACTS_ARGS']
     assert probe_args == _role_task_args()
     assert 'iommu_dir' in probe_args
 

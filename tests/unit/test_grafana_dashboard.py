@@ -21,8 +21,8 @@ RULES = REPO / 'roles/monitoring/files/prometheus/rigkeeper-alerts.yml'
 DOC = REPO / 'docs/monitoring.md'
 
 # The metric families the self-audit writes into node_exporter's textfile collector: the
-# exporter's own list (module_utils/rigkeeper_metrics.py), so a renamed metric turns these red.
-from ansible.module_utils.rigkeeper_metrics import NAMES  # noqa: E402
+# exporter's own list (plugins/module_utils/rigkeeper_metrics.py), so a renamed metric turns these red.
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_metrics import NAMES  # noqa: E402
 
 METRICS = set(NAMES)
 # Digits included: rigkeeper_p2p_* has one.

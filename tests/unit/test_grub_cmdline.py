@@ -14,22 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _add_repo_paths():
-    """Idempotent; tests/conftest.py may have done the same already."""
-    for sub in ('library', 'module_utils'):
-        entry = str(REPO / sub)
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-    import ansible.module_utils
-    module_utils = str(REPO / 'module_utils')
-    if module_utils not in list(ansible.module_utils.__path__):
-        ansible.module_utils.__path__.append(module_utils)
-
-
-_add_repo_paths()
-
 from ansible.module_utils import basic  # noqa: E402
-from ansible.module_utils import rigkeeper_grub as rg  # noqa: E402
+from ansible_collections.rigkeeper.gpu.plugins.module_utils import rigkeeper_grub as rg  # noqa: E402
 
 import grub_cmdline  # noqa: E402
 

@@ -1,8 +1,8 @@
-"""Host facts in module_utils/rigkeeper_host.py, from captured text."""
+"""Host facts in plugins/module_utils/rigkeeper_host.py, from captured text."""
 
 import pytest
 
-from ansible.module_utils.rigkeeper_host import (
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_host import (
     boot_kernel,
     modinfo_facts,
     mok_enrolled_state,
@@ -376,7 +376,7 @@ ID=debian
     (DEBIAN_OS_RELEASE, 'Debian', 'bookworm', '12'),
 ])
 def test_os_facts_name_the_distribution_as_the_setup_module_does(text, name, release, major):
-    from ansible.module_utils.rigkeeper_host import os_facts
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_host import os_facts
     got = os_facts(text, 'x86_64')
     assert (got['distribution'], got['distribution_release'], got['distribution_major_version'],
             got['architecture']) == (name, release, major, 'x86_64')

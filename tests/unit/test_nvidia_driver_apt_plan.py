@@ -1,4 +1,4 @@
-"""Unit tests of the pure parts of roles/nvidia_driver/library/nvidia_driver_apt_plan.py: Debian
+"""Unit tests of the pure parts of plugins/modules/nvidia_driver_apt_plan.py: Debian
 version order, branch names, the preferences it renders, apt's simulation output."""
 
 import os
@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "roles", "nvidia_driver", "library"))
 
 import nvidia_driver_apt_plan as plan  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The entry point of roles/nvidia_driver/library/nvidia_driver_apt_plan.py with run_command mocked:
+"""The entry point of plugins/modules/nvidia_driver_apt_plan.py with run_command mocked:
 what it asks apt, with which flags, on which configuration, and what it plans to remove.
 
 The simulation must be the transaction that runs: the host's other preferences files and holds
@@ -13,7 +13,6 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "roles", "nvidia_driver", "library"))
 import nvidia_driver_apt_plan as plan  # noqa: E402
 
 FAMILY = ["nvidia-*", "libnvidia-*", "cuda-drivers*", "xserver-xorg-video-nvidia*", "linux-modules-nvidia-*"]

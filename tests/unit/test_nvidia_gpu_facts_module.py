@@ -1,4 +1,4 @@
-"""library/nvidia_gpu_facts.py with run_command and get_bin_path patched and the host's files in tmp_path."""
+"""plugins/modules/nvidia_gpu_facts.py with run_command and get_bin_path patched and the host's files in tmp_path."""
 
 from unittest import mock
 

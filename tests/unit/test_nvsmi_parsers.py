@@ -1,4 +1,4 @@
-"""Parsers in module_utils/rigkeeper_nvsmi.py, run on every real capture in ../shared/fixtures/nvidia-smi.
+"""Parsers in plugins/module_utils/rigkeeper_nvsmi.py, run on every real capture in ../shared/fixtures/nvidia-smi.
 
 Expected values in the tables below were read from the fixture files by eye (see SOURCES.md there),
 not produced by running the parser.
@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from ansible.module_utils.rigkeeper_nvsmi import (
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_nvsmi import (
     GPU_KEYS,
     NvsmiParseError,
     architecture_from_name,

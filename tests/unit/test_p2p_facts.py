@@ -1,4 +1,4 @@
-"""P2P facts: module_utils/rigkeeper_p2p.py on real inputs, the topo matrix parsers on every shape
+"""P2P facts: plugins/module_utils/rigkeeper_p2p.py on real inputs, the topo matrix parsers on every shape
 (../shared/fixtures captures, a real 580.159.04 capture, the simulator's output), and the
 nvidia_p2p_facts module with run_command mocked."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible.module_utils.rigkeeper_nvsmi import parse_p2p_matrix, parse_topo_matrix, strip_ansi
-from ansible.module_utils.rigkeeper_p2p_facts import (
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_nvsmi import parse_p2p_matrix, parse_topo_matrix, strip_ansi
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_p2p_facts import (
     bar1_by_bus_id,
     bridge_chain,
     build_p2p_facts,
@@ -155,7 +155,7 @@ def test_pairs_from_matrices():
 # --------------------------------------------------------------------------------------------
 # The module, with run_command mocked
 # --------------------------------------------------------------------------------------------
-import nvidia_p2p_facts  # noqa: E402  (library/ on sys.path via tests/conftest.py)
+import nvidia_p2p_facts  # noqa: E402  (plugins/modules/ on sys.path via tests/conftest.py)
 
 SMI = "/usr/bin/nvidia-smi"
 

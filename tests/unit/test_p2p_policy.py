@@ -1,4 +1,4 @@
-"""filter_plugins/rigkeeper_p2p.py: the program's results, the diagnosis (table-driven: each cause
+"""plugins/filter/rigkeeper_p2p.py: the program's results, the diagnosis (table-driven: each cause
 alone, then together), the table and report cases, the nvcc targets, the P2P modules' refusals."""
 from __future__ import annotations
 

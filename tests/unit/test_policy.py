@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Unit tests for filter_plugins/rigkeeper_policy.py (the policy layer).
+"""Unit tests for plugins/filter/rigkeeper_policy.py (the policy layer).
 
 GPU dicts follow docs/facts.md; power numbers are the observed ones in FACTS.md (RTX 3090
 350/100/350 W, RTX 4090 450/150/600 W).
@@ -14,9 +14,6 @@ from pathlib import Path
 
 import pytest
 
-_PLUGINS = Path(__file__).resolve().parents[2] / 'filter_plugins'
-if str(_PLUGINS) not in sys.path:
-    sys.path.insert(0, str(_PLUGINS))
 
 import rigkeeper_policy as policy  # noqa: E402
 from ansible.errors import AnsibleFilterError  # noqa: E402
@@ -1035,7 +1032,7 @@ FAILING = [
     ('545', nv(gpus=gpus_of('3090', '3090'), driver='545.29.02'),
      host(driver_running_version='545.29.02'), {},
      'known_bad_driver', 'fail', ['545.29.02', 'vllm-project/vllm#1801', 'NVIDIA/nccl#1127',
-                                  'upgrade-driver.yml']),
+                                  'upgrade_driver.yml']),
     ('545-allowed', nv(gpus=gpus_of('3090', '3090'), driver='545.29.06'),
      host(driver_running_version=None), {'allow_known_bad': True},
      'known_bad_driver', 'warn', ['545.29.06', 'huggingface/text-generation-inference#1559']),

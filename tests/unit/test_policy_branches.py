@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 """Driver branches: the branch table, the last branch per architecture and the default branch
-(filter_plugins/rigkeeper_policy.py, issue #12 section 2). Data from ../shared/FACTS.md,
+(plugins/filter/rigkeeper_policy.py, issue #12 section 2). Data from ../shared/FACTS.md,
 "Driver branches" (re-checked Dec 2026) and "CUDA toolkit -> minimum Linux driver"."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""module_utils/rigkeeper_probe.py: every resource kind judged on a real file tree (tmp_path) with
+"""plugins/module_utils/rigkeeper_probe.py: every resource kind judged on a real file tree (tmp_path) with
 commands answered by a fake runner; one resource's failure never stops the others."""
 
 import json
@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from ansible.module_utils.rigkeeper_probe import Host, probe, worst
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_probe import Host, probe, worst
 
 ME = os.getuid()
 
@@ -213,7 +213,7 @@ def test_unit_states(unit, spec, status):
 
 
 def test_without_systemd_units_are_read_from_their_files_and_not_running(tmp_path, monkeypatch):
-    import ansible.module_utils.rigkeeper_probe as rp
+    import ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_probe as rp
     etc, lib = tmp_path / 'etc', tmp_path / 'lib'
     (etc / 'multi-user.target.wants').mkdir(parents=True)
     lib.mkdir()
@@ -308,7 +308,7 @@ def test_grub_dropin_as_grub_cmdline_would_write_it_and_grub_cfg_in_sync(tmp_pat
     host = Host(root='/')
     got = one(res, host)
     assert got['status'] == 'absent'
-    from ansible.module_utils.rigkeeper_grub import render_dropin
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_grub import render_dropin
     (grub / 'grub.d' / '99-rigkeeper.cfg').write_text(render_dropin({'GRUB_CMDLINE_LINUX': '',
                                                                      'GRUB_CMDLINE_LINUX_DEFAULT': 'quiet splash iommu=pt'}))
     (tmp_path / 'grub.cfg').write_text("menuentry 'Ubuntu' {\n\tlinux\t/vmlinuz-6.8.0-51-generic root=/dev/sda1 ro quiet splash iommu=pt\n}\n")

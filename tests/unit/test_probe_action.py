@@ -1,13 +1,9 @@
 """The probe's action plugin: a host the connection never reached is unreachable, not a probe error."""
-import importlib.util
-from pathlib import Path
+import importlib
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "rigkeeper_probe_action", Path(__file__).resolve().parents[2] / "action_plugins" / "rigkeeper_probe.py")
-action = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(action)
+action = importlib.import_module('ansible_collections.rigkeeper.gpu.plugins.action.rigkeeper_probe')
 
 
 @pytest.mark.parametrize("res,unreachable", [

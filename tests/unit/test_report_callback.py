@@ -33,7 +33,7 @@ def run(tmp_path, content):
     target.write_text(content)
     pb = tmp_path / "audit.yml"
     pb.write_text(PLAYBOOK)
-    env = dict(os.environ, ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "callback_plugins"),
+    env = dict(os.environ, ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "plugins" / "callback"),
                ANSIBLE_CALLBACKS_ENABLED="rigkeeper_report", RIGKEEPER_REPORT_DIR=str(tmp_path / "r"),
                ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_NOCOLOR="1")
     bindir = Path(sys.executable).parent

@@ -1,5 +1,5 @@
-"""The host's self-audit (module_utils/rigkeeper_selfaudit.py) and its metrics
-(module_utils/rigkeeper_metrics.py): the exposition text, checked by Prometheus's own promtool; the
+"""The host's self-audit (plugins/module_utils/rigkeeper_selfaudit.py) and its metrics
+(plugins/module_utils/rigkeeper_metrics.py): the exposition text, checked by Prometheus's own promtool; the
 run's files; the wanted state it refuses; the code shipped to the host running with the standard
 library only; the monitoring role's compiled wanted state."""
 import json
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible.module_utils import rigkeeper_metrics as metrics
-from ansible.module_utils import rigkeeper_selfaudit as selfaudit
+from ansible_collections.rigkeeper.gpu.plugins.module_utils import rigkeeper_metrics as metrics
+from ansible_collections.rigkeeper.gpu.plugins.module_utils import rigkeeper_selfaudit as selfaudit
 
 import rigkeeper_wanted
 import test_wanted
@@ -162,7 +162,7 @@ def test_the_shipped_code_runs_with_the_standard_library_only(tmp_path):
     """What the monitoring role ships, alone in a directory, under python3 -I -S (no site-packages,
     so no Ansible): it imports and runs; a wanted state it cannot read is exit 1 with metrics."""
     for name in rigkeeper_wanted.SELFAUDIT_FILES:
-        shutil.copy(ROOT / "module_utils" / name, tmp_path / name)
+        shutil.copy(ROOT / "plugins" / "module_utils" / name, tmp_path / name)
     (tmp_path / "tf").mkdir()
     (tmp_path / "c.json").write_text(json.dumps(config(tmp_path)))
     res = subprocess.run([sys.executable, "-I", "-S", str(tmp_path / "rigkeeper_selfaudit.py"), "--config",
@@ -190,7 +190,7 @@ def test_monitoring_compiles_the_shipped_code_units_and_node_exporter(compiled):
     for name in rigkeeper_wanted.SELFAUDIT_FILES:
         code = res["code_" + name[:-3]]
         assert code["path"] == "/usr/local/lib/rigkeeper/" + name
-        assert code["content"] == (ROOT / "module_utils" / name).read_text()
+        assert code["content"] == (ROOT / "plugins" / "module_utils" / name).read_text()
     conf = json.loads(res["config"]["content"])
     assert conf["metrics_path"] == "/var/lib/prometheus/node-exporter/rigkeeper.prom"
     assert conf["wanted_path"] == "/etc/rigkeeper/wanted.json" and conf["interval_s"] == 300

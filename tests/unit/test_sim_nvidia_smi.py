@@ -421,8 +421,8 @@ def test_q_text_power_section(sim):
 
 
 def test_project_parser_reads_simulated_output(sim):
-    """The facts module's own parsers (module_utils/rigkeeper_nvsmi.py) accept what the fake prints."""
-    nvsmi = pytest.importorskip("ansible.module_utils.rigkeeper_nvsmi")
+    """The facts module's own parsers (plugins/module_utils/rigkeeper_nvsmi.py) accept what the fake prints."""
+    nvsmi = pytest.importorskip("ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_nvsmi")
     sim.ok("-i", "1", "-pl", "300")
     parsed = nvsmi.parse_xml(sim.ok("-q", "-x"))
     assert parsed["driver_version"] == V580 and parsed["count"] == 2 and parsed["nvswitch"] is False

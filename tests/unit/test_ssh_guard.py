@@ -1,4 +1,4 @@
-"""Unit tests of the ssh role's lockout guard (roles/ssh/filter_plugins/ssh_guard.py): pure
+"""Unit tests of the ssh role's lockout guard (plugins/filter/ssh_guard.py): pure
 functions, no rig needed."""
 
 import base64
@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from ansible.errors import AnsibleFilterError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "roles" / "ssh" / "filter_plugins"))
 
 import ssh_guard as g  # noqa: E402
 

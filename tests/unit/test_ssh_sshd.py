@@ -1,4 +1,4 @@
-"""Unit tests of the ssh role's sshd decisions (roles/ssh/filter_plugins/ssh_sshd.py): the host
+"""Unit tests of the ssh role's sshd decisions (plugins/filter/ssh_sshd.py): the host
 probe's parser, the Include-first rewrite of sshd_config, ssh.socket's ListenStream values."""
 
 import base64
@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from ansible.errors import AnsibleFilterError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "roles" / "ssh" / "filter_plugins"))
 
 import ssh_sshd as s  # noqa: E402
 

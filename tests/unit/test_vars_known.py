@@ -1,4 +1,4 @@
-"""The lists in filter_plugins/rigkeeper_vars.py against the repository: every rigkeeper_* name the
+"""The lists in plugins/filter/rigkeeper_vars.py against the repository: every rigkeeper_* name the
 code uses, every name a role sets at runtime and every variable the shipped inventories and the
 Molecule plays set is known; and every listed name is still used somewhere (no stale entries)."""
 
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 SPECS = {p.parts[-3]: yaml.safe_load(p.read_text()) for p in sorted(REPO.glob("roles/*/meta/argument_specs.yml"))}
 KNOWN = set(rk_known_variables(SPECS))
 PREFIXES = _prefixes(SPECS)
-SCANNED = ("roles", "playbooks", "callback_plugins", "inventory", "library", "module_utils", "filter_plugins")
+SCANNED = ("roles", "playbooks", "plugins", "inventory", "meta")
 TEXT_SUFFIXES = {".yml", ".yaml", ".j2", ".py", ".md", ".cfg", ""}
 # A name ends in a letter or digit ("rigkeeper_sim_*" in prose is a family, not a name).
 RIGKEEPER_NAME = re.compile(r"(?<![\w$])rigkeeper_[a-z0-9_]*[a-z0-9](?![\w])")
@@ -30,9 +30,9 @@ def _files(*tops):
 
 def _plugin_names():
     """rigkeeper_* names that are files (filter, callback, module, module_utils) or the self-audit's
-    Prometheus metrics (module_utils/rigkeeper_metrics.py), not variables."""
-    from ansible.module_utils.rigkeeper_metrics import NAMES
-    return {p.stem for top in ("filter_plugins", "callback_plugins", "library", "module_utils")
+    Prometheus metrics (plugins/module_utils/rigkeeper_metrics.py), not variables."""
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_metrics import NAMES
+    return {p.stem for top in ("plugins/filter", "plugins/callback", "plugins/modules", "plugins/module_utils", "plugins/action")
             for p in (REPO / top).glob("rigkeeper_*.py")} | set(NAMES)
 
 
@@ -44,7 +44,7 @@ def test_every_rigkeeper_name_used_in_the_repository_is_known():
             if name in plugins or name in KNOWN:
                 continue
             unknown.setdefault(name, []).append(str(path.relative_to(REPO)))
-    assert unknown == {}, "add these to SHARED_VARIABLES or RUNTIME_VARIABLES in filter_plugins/rigkeeper_vars.py"
+    assert unknown == {}, "add these to SHARED_VARIABLES or RUNTIME_VARIABLES in plugins/filter/rigkeeper_vars.py"
 
 
 def _walk_tasks(node, out, where):
@@ -81,7 +81,7 @@ def test_every_public_name_a_role_sets_at_runtime_is_known():
     when a later play's preflight sees them in hostvars."""
     unknown = sorted({(name, where) for name, where in _runtime_set_names()
                       if not name.startswith("__") and name.startswith(PREFIXES) and name not in KNOWN})
-    assert unknown == [], "add these to RUNTIME_VARIABLES in filter_plugins/rigkeeper_vars.py"
+    assert unknown == [], "add these to RUNTIME_VARIABLES in plugins/filter/rigkeeper_vars.py"
 
 
 def _inventory_variables(top):

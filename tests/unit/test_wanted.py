@@ -28,18 +28,23 @@ FACTS = {
                        "os": {"distribution": "Ubuntu", "distribution_release": "noble",
                               "distribution_major_version": "24", "architecture": "x86_64"}},
 }
+TEST_FACTS_MODULE = """#!/usr/bin/python
+from ansible.module_utils.basic import AnsibleModule
+module = AnsibleModule(argument_spec=dict(facts=dict(type='dict', required=True)))
+module.exit_json(changed=False, ansible_facts=module.params['facts'])
+"""
 PLAY = """
 - hosts: localhost
   gather_facts: false
-  vars:
-    ansible_facts: {distribution: Ubuntu, distribution_release: noble, distribution_major_version: "24", architecture: x86_64}
   tasks:
+    # Facts arrive as the gpu_facts role and the setup module leave them: in ansible_facts (a module's
+    # result), here from a test module beside this play.
     - name: The facts of a 2x4090 rig
-      ansible.builtin.set_fact:
-        nvidia_gpu: "{{ facts.nvidia_gpu }}"
-        rigkeeper_host: "{{ facts.rigkeeper_host }}"
+      rk_test_facts:
+        facts: "{{ {'distribution': 'Ubuntu', 'distribution_release': 'noble', 'distribution_major_version': '24',
+                    'architecture': 'x86_64'} | combine(facts) }}"
     - name: Compile every role
-      rigkeeper_probe:
+      rigkeeper.gpu.rigkeeper_probe:
         roles: "{{ compile_roles | default(['nvidia_driver', 'cuda_toolkit', 'container_toolkit', 'kernel_params',
                                              'gpu_power', 'headless', 'ssh']) }}"
         probe: false
@@ -49,7 +54,7 @@ PLAY = """
     - name: Save it
       ansible.builtin.copy:
         dest: "{{ out }}"
-        content: "{{ {'wanted': rigkeeper_wanted, 'roles': compiled.roles} | to_json }}"
+        content: "{{ {'wanted': compiled.ansible_facts.rigkeeper_wanted, 'roles': compiled.roles} | to_json }}"
         mode: "0644"
 """
 
@@ -57,6 +62,8 @@ PLAY = """
 def compile_all(tmp_path, **extra):
     pb = tmp_path / "play.yml"
     pb.write_text(PLAY)
+    (tmp_path / "library").mkdir(exist_ok=True)
+    (tmp_path / "library" / "rk_test_facts.py").write_text(TEST_FACTS_MODULE)
     out = tmp_path / "out.json"
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_PYTHON_INTERPRETER=sys.executable, RIGKEEPER_REPORT_DIR=str(tmp_path / "r"))
@@ -170,7 +177,7 @@ def test_fact_checks(res, facts, status, reason):
 def test_the_host_side_cmdline_check_agrees_with_the_policy(cmdline, present, absent):
     """The probe's (module_utils, also the host's self-audit) and the policy's comparison of the
     running command line are one rule in two places: they must agree."""
-    from ansible.module_utils.rigkeeper_probe import cmdline_diff
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_probe import cmdline_diff
     assert cmdline_diff(cmdline, present, absent) == rigkeeper_policy.rk_cmdline_diff(
         cmdline, {"present": present, "absent": absent})
 
@@ -184,7 +191,7 @@ def test_the_host_side_cmdline_check_agrees_with_the_policy(cmdline, present, ab
     ((None, ""), "absent"),                                              # no dkms at all
 ])
 def test_p2p_modules_are_part_of_the_driver_wanted_state(tmp_path, dkms, status):
-    from ansible.module_utils.rigkeeper_probe import Host, probe
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_probe import Host, probe
     res = compile_all(tmp_path, nvidia_driver_p2p_modules=True)["wanted"]["nvidia_driver"]["res"]["p2p_modules"]
     assert res["argv"] == ["dkms", "status", "-m", "nvidia-p2p"]
     host = Host(root="/", runner=lambda argv: (dkms[0], dkms[1], "" if dkms[0] is not None else "dkms: not found"))

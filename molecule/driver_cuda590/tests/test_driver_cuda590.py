@@ -42,7 +42,7 @@ def test_upgrade_driver_moves_the_whole_family_to_620(host, playbook):
     # The rig's wants as converge.yml gives them (a user's inventory would hold them), branch 620.
     run = playbook({"rigkeeper_distro": "ubuntu", "nvidia_driver_source": "cuda", "nvidia_driver_branch": "620",
                     "rigkeeper_expected_gpu_models": ["NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 4090"]},
-                   name="/".join([__import__("os").environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks", "upgrade-driver.yml"]))
+                   name="/".join([__import__("os").environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks", "upgrade_driver.yml"]))
     assert run.returncode == 0, run.output[-4000:]
     pkgs = family(host)
     assert pkgs["libnvidia-compute"][0] == "620.36.04-0ubuntu1"

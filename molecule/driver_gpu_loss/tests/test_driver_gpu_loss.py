@@ -3,7 +3,7 @@ import os
 
 from driver_helpers import family
 
-UPGRADE = os.path.join(os.environ.get("MOLECULE_PROJECT_DIRECTORY", "."), "playbooks", "upgrade-driver.yml")
+UPGRADE = os.path.join(os.environ.get("MOLECULE_PROJECT_DIRECTORY", "."), "playbooks", "upgrade_driver.yml")
 
 
 def gpus(host):

@@ -1,4 +1,4 @@
-"""playbooks/upgrade-driver.yml 535 -> 580: one reboot, verified; refused under GPU jobs."""
+"""playbooks/upgrade_driver.yml 535 -> 580: one reboot, verified; refused under GPU jobs."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""playbooks/p2p-check.yml on three rigs (4090 stock CNS, 3090 with the IOMMU on, a 545 pair that
+"""playbooks/p2p_check.yml on three rigs (4090 stock CNS, 3090 with the IOMMU on, a 545 pair that
 hangs): each host's JSON report and the report callback's cases against the rig's real state; the
 program built once in rigkeeper's directory and nothing else changed; no program left running after
 the hang; and the playbook with its defaults fails each host, naming the pair and the fix."""
@@ -137,7 +137,7 @@ def test_one_report_case_per_host_and_pair():
 def default_run():
     """The playbook as a user runs it (p2p_check_fail_on_findings true), with a short hang limit."""
     started = __import__("time").monotonic()
-    res = rk_testlib.playbook("playbooks/p2p-check.yml", "-e", "p2p_check_pair_timeout=6",
+    res = rk_testlib.playbook("playbooks/p2p_check.yml", "-e", "p2p_check_pair_timeout=6",
                               report_dir=rk_testlib.ephemeral() / "reports-default")
     return res, __import__("time").monotonic() - started
 
@@ -150,7 +150,7 @@ def test_the_default_run_fails_every_host_naming_the_pair_and_ends(default_run):
         assert f"P2P check failed on {host}: P2P not OK: GPU0-GPU1" in out, host
     assert "Fix: nvidia_driver_p2p_modules: true" in out and "Fix: kernel_params_iommu: off" in out
     assert took < 150, took
-    junit = (rk_testlib.ephemeral() / "reports-default" / "p2p-check.junit.xml").read_text()
+    junit = (rk_testlib.ephemeral() / "reports-default" / "p2p_check.junit.xml").read_text()
     assert junit.count('name="p2p GPU0-GPU1"') == 3
 
 
@@ -166,7 +166,7 @@ def test_the_table_is_in_the_play_output(default_run):
 
 def test_check_mode_reads_the_matrices_only():
     out = rk_testlib.ephemeral() / "reports-check"
-    res = rk_testlib.playbook("playbooks/p2p-check.yml", "--limit", "rk-p2p_check-4090",
+    res = rk_testlib.playbook("playbooks/p2p_check.yml", "--limit", "rk-p2p_check-4090",
                               "-e", "p2p_check_fail_on_findings=false", report_dir=out, check=True)
     assert res.returncode == 0, res.stdout[-2000:]
     rep = json.loads((out / "p2p" / "rk-p2p_check-4090.json").read_text())

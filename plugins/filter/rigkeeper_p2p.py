@@ -56,7 +56,7 @@ P2P = {
         },
         'known_bad_branch': {
             'summary': 'the running driver is on a branch known to break P2P on these GPUs',
-            'fix': 'install a known-good branch: ansible-playbook playbooks/upgrade-driver.yml '
+            'fix': 'install a known-good branch: ansible-playbook playbooks/upgrade_driver.yml '
                    '-e nvidia_driver_branch=580 (nvidia_driver_branch)',
             'source': _SRC_545,
         },

@@ -17,8 +17,8 @@ import platform
 from concurrent.futures import ThreadPoolExecutor
 
 try:
-    from ansible.module_utils.rigkeeper_host import boot_kernel, build_host_facts, owned_paths
-    from ansible.module_utils.rigkeeper_nvsmi import (
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_host import boot_kernel, build_host_facts, owned_paths
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_nvsmi import (
         NvsmiParseError,
         nvswitch_from_devices,
         parse_compute_apps,

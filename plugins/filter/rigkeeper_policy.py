@@ -2067,7 +2067,7 @@ def _check_known_bad(nvidia_gpu, gpus, host, config, severity):
                         f'running driver {version} (branch {branch}) has no known issue for these GPUs')
     refused = [f for f in findings if f['action'] == 'refuse']
     level = severity if refused and not allow else ('warn' if severity == 'fail' else severity)
-    todo = ('install another branch: ansible-playbook playbooks/upgrade-driver.yml '
+    todo = ('install another branch: ansible-playbook playbooks/upgrade_driver.yml '
             '-e nvidia_driver_branch=<branch>')
     return _finding('known_bad_driver', False, level,
                     f'running driver {version}: {" | ".join(f["message"] for f in findings)}. To do: {todo}')

@@ -16,7 +16,7 @@ description:
   - Reports the value C(grub-mkconfig) will compute, the arguments the kernel will get,
     and whether the running kernel (C(/proc/cmdline)) still differs from what was asked.
   - Does not run C(update-grub); notify a handler that does, and reboot deliberately.
-version_added: "1.0.0"
+version_added: "0.1.0"
 author:
   - rigkeeper contributors
 notes:
@@ -215,7 +215,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
-from ansible.module_utils.rigkeeper_grub import (
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_grub import (
     VARIABLES,
     GrubSourceError,
     apply_args,

@@ -108,8 +108,8 @@ ansible_facts:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigkeeper_nvsmi import NvsmiParseError, parse_p2p_matrix, parse_topo_matrix, parse_xml
-from ansible.module_utils.rigkeeper_p2p_facts import (
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_nvsmi import NvsmiParseError, parse_p2p_matrix, parse_topo_matrix, parse_xml
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_p2p_facts import (
     P2P_KINDS,
     bar1_by_bus_id,
     bridge_chain,

@@ -6,7 +6,7 @@
 In one task per host:
 1. the GPU and host facts (the nvidia_gpu_facts module), unless the play has them already;
 2. each managed role's wanted state, compiled on the controller from its defaults and vars, the
-   inventory and the facts (filter_plugins/rigkeeper_wanted.py; the policy runs inside the roles'
+   inventory and the facts (plugins/filter/rigkeeper_wanted.py; the policy runs inside the roles'
    variables), with the role's templates rendered as the template module renders them;
 3. one rigkeeper_probe module call that reads every host resource of every role;
 4. the checks that read facts (running command line, power limits, persistence, running driver),
@@ -21,8 +21,8 @@ role that cannot be compiled fails the task with the reason, before anything cha
 """
 from __future__ import annotations
 
+import json
 import os
-import sys
 import time
 from collections import ChainMap
 
@@ -32,17 +32,11 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _sub in ('filter_plugins', 'module_utils'):
-    _p = os.path.join(_REPO, _sub)
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+from ansible_collections.rigkeeper.gpu.plugins.filter import rigkeeper_docker, rigkeeper_policy, rigkeeper_vars, rigkeeper_wanted
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_probe import summarize
 
-import rigkeeper_docker  # noqa: E402  (filter_plugins/)
-import rigkeeper_policy  # noqa: E402  (filter_plugins/)
-import rigkeeper_vars  # noqa: E402  (filter_plugins/)
-import rigkeeper_wanted  # noqa: E402  (filter_plugins/)
-from rigkeeper_probe import summarize  # noqa: E402  (module_utils/)
+# The collection's root (plugins/action/ -> ../..): its roles are the ones this action compiles.
+_COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 try:  # the template module's own variables (ansible_managed), so a render here equals its render
     from ansible._internal._templating import _template_vars
@@ -62,12 +56,18 @@ GPU_FACTS_ARGS = {
 
 
 def _version():
-    """rigkeeper's version (pyproject.toml), written into the host's record."""
+    """The collection's version, written into the host's record: MANIFEST.json where the collection is
+    installed (ansible-galaxy writes it), galaxy.yml in the repository."""
     try:
-        with open(os.path.join(_REPO, 'pyproject.toml'), encoding='utf-8') as handle:
+        with open(os.path.join(_COLLECTION, 'MANIFEST.json'), encoding='utf-8') as handle:
+            return str(json.load(handle)['collection_info']['version'])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        with open(os.path.join(_COLLECTION, 'galaxy.yml'), encoding='utf-8') as handle:
             for line in handle:
-                if line.startswith('version'):
-                    return line.split('=', 1)[1].strip().strip('"\'')
+                if line.startswith('version:'):
+                    return line.split(':', 1)[1].strip().strip('"\'')
     except OSError:
         pass
     return 'unknown'
@@ -144,11 +144,11 @@ class ActionModule(ActionBase):
 
     # -- helpers ---------------------------------------------------------------------------
     def _role_dir(self, role):
-        for base in list(C.DEFAULT_ROLES_PATH or []) + [os.path.join(_REPO, 'roles')]:
-            path = os.path.join(base, role)
-            if os.path.isdir(path):
-                return path
-        raise rigkeeper_wanted.CompileError('role %s not found in %s' % (role, C.DEFAULT_ROLES_PATH))
+        # This collection's own roles only: a user's role of the same short name is not ours.
+        path = os.path.join(_COLLECTION, 'roles', role)
+        if os.path.isdir(path):
+            return path
+        raise rigkeeper_wanted.CompileError('role %s not found in %s' % (role, os.path.join(_COLLECTION, 'roles')))
 
     def _load_yaml(self, path):
         if not os.path.exists(path):
@@ -169,7 +169,7 @@ class ActionModule(ActionBase):
     def _gather_facts(self, task_vars):
         ctx = RoleContext(self, 'gpu_facts', task_vars)
         args = dict((arg, ctx.v(var)) for arg, var in GPU_FACTS_ARGS.items())
-        res = self._execute_module(module_name='nvidia_gpu_facts', module_args=args, task_vars=task_vars)
+        res = self._execute_module(module_name='rigkeeper.gpu.nvidia_gpu_facts', module_args=args, task_vars=task_vars)
         if res.get('failed'):
             if looks_unreachable(res):
                 # The first call on the host: a connection that never reached Python is the host's
@@ -187,7 +187,7 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         args = self._task.args
         if args.get('resources') is not None:  # the bare module: judge the resources given
-            return self._execute_module(module_name='rigkeeper_probe', module_args=dict(resources=args['resources']),
+            return self._execute_module(module_name='rigkeeper.gpu.rigkeeper_probe', module_args=dict(resources=args['resources']),
                                         task_vars=task_vars)
         roles = args.get('roles')
         if roles is None:
@@ -209,21 +209,25 @@ class ActionModule(ActionBase):
         if unknown and variables == 'fail' and fail_on_error:
             raise AnsibleActionFail('variables no rigkeeper role knows (nothing was changed): %s'
                                     % ' '.join(u['message'] for u in unknown))
+        # The host's facts as ansible_facts holds them (never the top-level copies Ansible injects:
+        # INJECT_FACTS_AS_VARS is deprecated). A play that sets ansible_facts itself gives a template.
+        known = self._templar.template(task_vars.get('ansible_facts') or {})
+        known = dict(known) if isinstance(known, dict) else {}
         gathered = {}
-        if facts_mode == 'refresh' or (facts_mode == 'auto' and any(k not in task_vars for k in FACT_KEYS)):
+        if facts_mode == 'refresh' or (facts_mode == 'auto' and any(k not in known for k in FACT_KEYS)):
             gathered = self._gather_facts(task_vars)
-        facts = dict((k, gathered.get(k, task_vars.get(k))) for k in FACT_KEYS)
+        facts = dict((k, gathered.get(k, known.get(k))) for k in FACT_KEYS)
         overlay = dict(gathered)
         # Ansible's distribution facts from the same read of /etc/os-release, where the play has none
         # (the audit gathers nothing else; the roles' own setup calls then find them).
         os_facts = dict((k, val) for k, val in ((facts.get('rigkeeper_host') or {}).get('os') or {}).items()
                         if k.startswith(('distribution', 'architecture')) and val is not None)
-        known = dict(task_vars.get('ansible_facts') or {})
         added = dict((k, val) for k, val in os_facts.items() if k not in known)
+        known_before = dict(known)
+        known.update(gathered)
+        known.update(added)
+        overlay['ansible_facts'] = known
         if gathered or added:
-            known.update(gathered)
-            known.update(added)
-            overlay['ansible_facts'] = known
             gathered = dict(gathered, **added)
         t_facts = time.time()
 
@@ -256,7 +260,7 @@ class ActionModule(ActionBase):
         if do_probe:
             host_res = [r for c in compiled.values() for r in c['resources'] if r['kind'] != 'fact']
             if host_res:
-                out = self._execute_module(module_name='rigkeeper_probe',
+                out = self._execute_module(module_name='rigkeeper.gpu.rigkeeper_probe',
                                            module_args=dict(resources=host_res), task_vars=task_vars)
                 if out.get('failed') or 'resources' not in out:
                     reason = 'the probe did not run on the host: %s' % (out.get('msg') or out.get('module_stderr') or out)
@@ -275,15 +279,15 @@ class ActionModule(ActionBase):
                                        diff=bool(self._task.diff))
             state.update(probed)
             # Roles not probed now keep what an earlier probe of the play found.
-            earlier = ((task_vars.get('rigkeeper_state') or {}).get('reboot') or {}).get('findings') or []
+            earlier = ((known_before.get('rigkeeper_state') or {}).get('reboot') or {}).get('findings') or []
             reboot = [f for f in earlier if f['id'].split('/', 1)[0] not in compiled] + reboot
             state['reboot'] = {'status': 'warn' if reboot else 'ok', 'findings': reboot,
                                'counts': {'warn': len(reboot)} if reboot else {'ok': 1},
                                'pending': [f['label'] + ': ' + '; '.join(f['reasons']) for f in reboot if f['rigkeeper']]}
 
-        wanted = dict(task_vars.get('rigkeeper_wanted') or {})
+        wanted = dict(known_before.get('rigkeeper_wanted') or {})
         wanted.update((role, dict(res=c['res'], data=c['data'])) for role, c in compiled.items())
-        all_state = dict(task_vars.get('rigkeeper_state') or {})
+        all_state = dict(known_before.get('rigkeeper_state') or {})
         all_state.update(state)
         facts_out = dict(gathered)
         facts_out['rigkeeper_wanted'] = wanted

@@ -31,9 +31,9 @@ import tempfile
 import time
 
 try:
-    from ansible.module_utils.rigkeeper_facts import gather
-    from ansible.module_utils.rigkeeper_metrics import render
-    from ansible.module_utils.rigkeeper_probe import HOST_KINDS, Host, judge_fact, probe, summarize
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_facts import gather
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_metrics import render
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_probe import HOST_KINDS, Host, judge_fact, probe, summarize
 except ImportError:  # on the host: the files beside this one
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from rigkeeper_facts import gather  # type: ignore

@@ -38,8 +38,8 @@ import subprocess
 import threading
 
 try:
-    from ansible.module_utils.rigkeeper_apt import family_findings
-    from ansible.module_utils.rigkeeper_grub import boot_line, line_in_sync, plan_dropin
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_apt import family_findings
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_grub import boot_line, line_in_sync, plan_dropin
 except ImportError:  # the host's self-audit runs without Ansible, these files beside this one
     from rigkeeper_apt import family_findings  # type: ignore
     from rigkeeper_grub import boot_line, line_in_sync, plan_dropin  # type: ignore

@@ -24,7 +24,7 @@ description:
     (running kernel command line, power limits, running driver), and returns per-role results.
     Called directly it only judges the resources it is given.
   - Never changes anything on the host.
-version_added: 0.2.0
+version_added: 0.1.0
 author:
   - rigkeeper contributors
 attributes:
@@ -88,7 +88,7 @@ counts:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigkeeper_probe import HOST_KINDS, Host, probe
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_probe import HOST_KINDS, Host, probe
 
 
 def build_module():

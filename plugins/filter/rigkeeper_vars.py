@@ -53,16 +53,16 @@ SHARED_VARIABLES = {
     # Playbook variables.
     "rigkeeper_all_roles": "playbooks/site.yml, audit.yml: every role the playbooks know",
     "rigkeeper_default_roles": "playbooks/site.yml, audit.yml: the roles a host manages when rigkeeper_roles is unset",
-    "nvidia_driver_upgrade_hosts": "playbooks/upgrade-driver.yml: the hosts to upgrade (default all)",
-    "nvidia_driver_upgrade_serial": "playbooks/upgrade-driver.yml: the batch size (default 1)",
+    "nvidia_driver_upgrade_hosts": "playbooks/upgrade_driver.yml: the hosts to upgrade (default all)",
+    "nvidia_driver_upgrade_serial": "playbooks/upgrade_driver.yml: the batch size (default 1)",
     # The simulator's inventory (inventory/sim) and its Molecule prepare step.
     "rigkeeper_sim_repo": "inventory/sim: the simulated NVIDIA repositories",
     "rigkeeper_sim_root": "inventory/sim: the repository root on the control node",
     "rigkeeper_sim_admin_key": "inventory/sim: the rig's admin key",
     "rigkeeper_sim_config": "molecule/_shared/prepare.yml: the GPU preset of the rig",
-    # The report callback (callback_plugins/rigkeeper_report.py): task variables and what it sets.
-    "rigkeeper_report": "callback_plugins/rigkeeper_report.py: a task's role in the report",
-    "rigkeeper_check": "callback_plugins/rigkeeper_report.py: the check a task belongs to",
+    # The report callback (plugins/callback/rigkeeper_report.py): task variables and what it sets.
+    "rigkeeper_report": "plugins/callback/rigkeeper_report.py: a task's role in the report",
+    "rigkeeper_check": "plugins/callback/rigkeeper_report.py: the check a task belongs to",
 }
 
 # Set while a run goes on; host variables afterwards (hostvars shows them to a later play).
@@ -82,10 +82,10 @@ RUNTIME_VARIABLES = {
     "container_toolkit_cdi_pending": "roles/container_toolkit/tasks/cdi.yml (set_fact): CDI waits for the driver",
     "p2p_check_results": "roles/p2p_check/tasks/report.yml (set_fact): the P2P diagnosis per pair and per GPU",
     "nvidia_p2p": "nvidia_p2p_facts module (p2p_check role, nvidia_driver's P2P modules): P2P matrices and pairs",
-    "rigkeeper_report_drift": "callback_plugins/rigkeeper_report.py: the checks that drifted",
+    "rigkeeper_report_drift": "plugins/callback/rigkeeper_report.py: the checks that drifted",
     "rigkeeper_wanted": "rigkeeper_probe action: each role's compiled wanted state (the values its tasks apply)",
     "rigkeeper_state": "rigkeeper_probe action: each role's probe status and findings",
-    "rigkeeper_report_active": "callback_plugins/rigkeeper_report.py: the callback runs",
+    "rigkeeper_report_active": "plugins/callback/rigkeeper_report.py: the callback runs",
 }
 
 # Names from other projects or older rigkeeper inventories: what rigkeeper calls them.
@@ -220,7 +220,7 @@ def _message(name, role, suggestions):
     if role:
         where = "the %s role's variables are listed in roles/%s/README.md" % (role, role)
     else:
-        where = "rigkeeper's shared variables are listed in filter_plugins/rigkeeper_vars.py (SHARED_VARIABLES)"
+        where = "rigkeeper's shared variables are listed in plugins/filter/rigkeeper_vars.py (SHARED_VARIABLES)"
     return "%s%s; a variable of another project that shares the prefix goes in preflight_variables_ignore." % (
         head, where[0].upper() + where[1:])
 

@@ -286,7 +286,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.rigkeeper_apt import (  # noqa: F401 (the unit tests use them from here too)
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_apt import (  # noqa: F401 (the unit tests use them from here too)
     split_version, _order, _compare_part, compare_versions, sort_versions, upstream_of,
     version_branch, pin_glob, name_branch, in_family, block_globs, pin_names, render_preferences,
     parse_madison, parse_dpkg, already_installed, parse_simulation, describe, unmet_lines,

@@ -12,7 +12,7 @@ short_description: Run nvidia-persistenced with persistence mode on, at boot and
 description:
   - Persistence mode through C(nvidia-persistenced) (C(nvidia-smi -pm 1) is deprecated). Ubuntu's
     unit passes C(--no-persistence-mode) and has no C([Install]) section (udev starts it when the
-    module loads): a drop-in replaces C(ExecStart) with the packaged command line and
+    module loads); a drop-in replaces C(ExecStart) with the packaged command line and
     C(--persistence-mode), and a C(multi-user.target.wants) link starts it at boot whatever udev does
     (a unit with an C([Install]) section is enabled instead).
   - Restarts the daemon when the drop-in changed and starts it when it is not running, only with
@@ -20,7 +20,7 @@ description:
     next boot.
   - The one interface for persistence shared by the nvidia_driver and gpu_power roles; the probe
     (C(rigkeeper_probe)) checks the same drop-in, link and running daemon.
-version_added: 0.2.0
+version_added: 0.1.0
 author:
   - rigkeeper contributors
 attributes:

@@ -7,7 +7,7 @@ host's facts; the policy filters run inside those variables) into::
 
     {"role": name, "resources": [resource, ...], "data": {...}}
 
-A resource is what ``module_utils/rigkeeper_probe.py`` reads on the host (``file``, ``directory``,
+A resource is what ``plugins/module_utils/rigkeeper_probe.py`` reads on the host (``file``, ``directory``,
 ``link``, ``package``, ``unit``, ``command``, ``json_file``, ``grub``, ``apt_sources``,
 ``nvidia_family``) or what the controller judges from the facts (``fact``, see ``judge_fact``).
 Each has an ``id`` (``<role>/<key>``), a ``key`` the role's tasks use
@@ -182,7 +182,7 @@ def persistence_resources(w, ctx, prefix='', pending=None):
 def compile_gpu_power(ctx):
     w = Wanted('gpu_power')
     v = ctx.v
-    gpus = v('nvidia_gpu') or {}
+    gpus = (v('ansible_facts') or {}).get('nvidia_gpu') or {}
     if _bool(v('gpu_power_persistence')):
         # Without a GPU answering (a driver that waits for its reboot) persistence waits too.
         persistence_resources(w, ctx, pending=True if not gpus.get('present') else None)
@@ -296,7 +296,7 @@ def compile_nvidia_driver(ctx):
         if _bool(v('nvidia_driver_p2p_modules')):
             # The opt-in P2P modules (tasks/p2p_modules.yml): DKMS has nvidia-p2p installed for a kernel.
             # A host without them drifts, so a converged driver still reaches the role's P2P tasks
-            # (their refusals first). That P2P works is not probed: playbooks/p2p-check.yml measures it.
+            # (their refusals first). That P2P works is not probed: playbooks/p2p_check.yml measures it.
             w.add('p2p_modules', 'command', 'P2P kernel modules nvidia-p2p installed through DKMS',
                   argv=['dkms', 'status', '-m', 'nvidia-p2p'], program='dkms',
                   match=[r'^nvidia-p2p/\S+, \S+, \S+: installed'])
@@ -624,13 +624,13 @@ def compile_role(role, ctx, policies=None):
 
 
 # ------------------------------------------------------------------------------------------------
-# Checks judged from the facts: module_utils/rigkeeper_probe.py (the host's self-audit uses them too).
+# Checks judged from the facts: plugins/module_utils/rigkeeper_probe.py (the host's self-audit uses them too).
 # ------------------------------------------------------------------------------------------------
 def judge_fact(res, facts, policy=None):
     """Result of a ``fact`` resource (``policy`` is accepted for older callers and not used)."""
     try:
-        from ansible.module_utils.rigkeeper_probe import judge_fact as judge
-    except ImportError:  # the action plugin puts module_utils/ on sys.path
+        from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_probe import judge_fact as judge
+    except ImportError:  # the action plugin puts plugins/module_utils/ on sys.path
         from rigkeeper_probe import judge_fact as judge
     return judge(res, facts)
 

@@ -16,10 +16,10 @@ description:
   - Two entries for one repository with different C(Signed-By) make every apt command fail with
     "Conflicting values set for option Signed-By"; an old unsigned entry (apt-key era) does the same
     next to a signed one. Run this before writing the repository's own source file.
-  - An entry in a one-line file is commented out (C(# disabled by rigkeeper: ) and the original line); a
+  - "An entry in a one-line file is commented out (C(# disabled by rigkeeper: ) and the original line); a
     deb822 stanza gets C(Enabled: no) (and a comment saying why). Only the conflicting entries change;
     the rest of each file stays byte for byte. Each file is copied to O(backup_dir) before its first
-    change.
+    change."
   - Files that dpkg owns (C(dpkg-query -S)) are never edited. An entry in one for O(url) with another
     C(Signed-By) fails the module before anything changes, naming the package; one that only matches
     O(url_prefixes) is reported with a warning.
@@ -27,7 +27,7 @@ description:
     name. When one lists O(url) with O(signed_by), it is the same source, and RV(own_file_needed) is
     false - the caller should not write a competing file. When the package lists only other URLs, or
     O(url) with another keyring, the module fails before anything changes.
-version_added: "1.0.0"
+version_added: "0.1.0"
 author:
   - rigkeeper contributors
 notes:

@@ -289,7 +289,7 @@ import glob
 import platform  # noqa: F401 (tests patch platform.machine through this module)
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigkeeper_facts import (  # noqa: F401 (the unit tests reach them through this module)
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_facts import (  # noqa: F401 (the unit tests reach them through this module)
     _read, _listdir, _output, _run, find_nvidia_smi, _tool, _matrix, gather_gpu_facts, _lspci_text,
     _mokutil_text, _module_version_text, _lib_paths, _owned, _kernels, _boot_module_text,
     _lib_names, _mok_texts, gather_host_facts, gather, DEFAULT_LIB_DIRS, HOST_PATHS, SEARCH_DIRS,
