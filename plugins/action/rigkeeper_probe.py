@@ -26,7 +26,6 @@ import os
 import time
 from collections import ChainMap
 
-from ansible import constants as C
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
@@ -241,8 +240,9 @@ class ActionModule(ActionBase):
                 msg = to_text(exc)
                 if fail_on_error:
                     raise AnsibleActionFail('%s: %s. Nothing was changed.' % (role, msg))
-                state[role] = {'status': 'error', 'findings': [{'label': 'wanted state', 'status': 'error',
-                                                                  'reasons': [msg]}], 'counts': {'error': 1}}
+                state[role] = {'status': 'error',
+                               'findings': [{'label': 'wanted state', 'status': 'error', 'reasons': [msg]}],
+                               'counts': {'error': 1}}
         if unknown:
             state['variables'] = {'status': 'error' if variables == 'fail' else 'warn',
                                   'findings': [{'id': 'variables/' + u['name'], 'label': 'variable %s' % u['name'],

@@ -379,7 +379,7 @@ def _diagnose_pair(pair, gpus, res, host, config, not_run):
         if on and expected and on['uni_gbps'] is not None and on['uni_gbps'] < min_fraction * expected:
             problems.append('slow')
             causes['slow'] = '%.1f GB/s one way with peer access on; the link allows %.1f GB/s (below %d%%)' % (
-                on['uni_gbps'], expected, round(min_fraction * 100))
+                float(on['uni_gbps']), float(expected), round(min_fraction * 100))
     if not problems:
         note = None
         if status == 'not_run':
@@ -458,7 +458,7 @@ def _diagnose_local(gpu, res, config):
     min_fraction = config.get('min_link_fraction', P2P['min_link_fraction'])
     if expected and host_bw and min(host_bw) < min_fraction * expected:
         detail = 'host<->GPU %.1f GB/s; PCIe gen %s x%s allows %.1f GB/s' % (
-            min(host_bw), gpu.get('pcie_gen_max'), gpu.get('pcie_width_max'), expected)
+            float(min(host_bw)), gpu.get('pcie_gen_max'), gpu.get('pcie_width_max'), float(expected))
         findings.append(_finding('pcie_link_below_max', detail))
     if findings:
         out.update(status='fail', findings=findings)
@@ -592,8 +592,8 @@ def rk_p2p_cases(diagnosis):
     for p in d.get('pairs') or []:
         if p['status'] == 'ok':
             m = (p.get('measured') or {}).get('p2p_on') or {}
-            msg = 'OK (%s, read %s%s)' % (p.get('link'), p.get('read'),
-                                         ', %s GB/s one way with peer access' % _bw(m.get('uni_gbps')) if m else '')
+            extra = ', %s GB/s one way with peer access' % _bw(m.get('uni_gbps')) if m else ''
+            msg = 'OK (%s, read %s%s)' % (p.get('link'), p.get('read'), extra)
             if p.get('note'):
                 msg += '; ' + p['note']
         else:
@@ -667,8 +667,8 @@ def rk_p2p_modules_plan(version, flavor=None, modules=None, host=None, gpus=None
         elif found != version:
             refuse('fork_version', 'the P2P module source at %s is %s, the driver is %s: the modules must be '
                    'exactly the driver\'s version ("Driver/library version mismatch" otherwise). Check out '
-                   'the fork at %s there, or set nvidia_driver_version: %s' % (source['path'], found, version,
-                                                                                ref, found))
+                   'the fork at %s there, or set nvidia_driver_version: %s'
+                   % (source['path'], found, version, ref, found))
     else:
         if source.get('ls_remote') is None:
             refuse('fork_version', 'could not list the refs of %s (%s): give a reachable '

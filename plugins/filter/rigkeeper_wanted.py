@@ -237,6 +237,8 @@ def cuda_repo_url(ctx, var):
         raise CompileError("NVIDIA's CUDA repository has no directory for %s on %s: set %s"
                            % (key, facts.get('architecture'), var))
     return '%s/%s/%s' % (CUDA_REPO_BASE, CUDA_REPO_DIRS[key], CUDA_REPO_ARCHES[facts['architecture']])
+
+
 def compile_nvidia_driver(ctx):
     w = Wanted('nvidia_driver')
     v = ctx.v
@@ -445,9 +447,9 @@ def compile_container_toolkit(ctx, docker_policy):
                mode=None, owner=None, group=None, or_paths=[v('__container_toolkit_cdi_refresh_spec')], pending=True)
     return w
 
+
 # ------------------------------------------------------------------------------------------------
 # ssh
-# ------------------------------------------------------------------------------------------------
 # How `sshd -T` prints values sshd_config spells otherwise (roles/ssh/files/sshd_check.py).
 SSHD_SPELLING = {('permitrootlogin', 'prohibit-password'): 'without-password',
                  ('allowtcpforwarding', 'all'): 'yes'}

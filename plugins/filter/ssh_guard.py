@@ -228,7 +228,7 @@ def ssh_connection_keys(text):
     Returns [{source, blob, fingerprint}], one per key (the first source that names it)."""
     keys, seen = [], set()
     for line in (text or "").splitlines():
-        source, _, rest = line.strip().partition(" ")
+        source, _sep, rest = line.strip().partition(" ")
         if source not in ("file", "agent", "identity"):
             continue
         blob = ssh_key_blob(rest)

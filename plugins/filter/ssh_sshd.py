@@ -48,12 +48,13 @@ def ssh_probe_parse(stdout):
     for required in ("kex", "cipher", "mac", "units"):
         if required not in s:
             raise AnsibleFilterError("ssh_probe_parse: the probe printed no '%s' section" % required)
+
     def nonblank(name):
         return [line for line in s.get(name, []) if line.strip()]
 
     host_keys = {}
     for line in nonblank("hostkeys"):
-        kind, _, rest = line.partition(" ")
+        kind, _sep, rest = line.partition(" ")
         found = _KEYGEN_L.match(rest)
         host_keys[kind] = {"bits": int(found.group(1)), "fingerprint": found.group(2)} if found \
             else {"bits": 0, "fingerprint": ""}
@@ -138,11 +139,11 @@ def ssh_socket_listen_streams(port, addresses):
     for address in addresses:
         address = str(address).strip()
         if address.startswith("["):
-            host, _, rest = address[1:].partition("]")
+            host, _sep, rest = address[1:].partition("]")
             stream = "[%s]:%s" % (host, rest[1:] if rest.startswith(":") else port)
             _ip(host, address)
         elif address.count(":") == 1:
-            host, _, own_port = address.partition(":")
+            host, _sep, own_port = address.partition(":")
             _ip(host, address)
             stream = "%s:%s" % (host, own_port)
         else:

@@ -28,9 +28,9 @@ _SIM_RE = re.compile(r'^(Inst|Remv|Purg) (\S+)(?: \[([^\]]+)\])?(?: \((\S+))?')
 # ------------------------------------------------------------------------------------------
 def split_version(version):
     """'1:580.95.05-0ubuntu1' -> (1, '580.95.05', '0ubuntu1'); no revision -> '' revision."""
-    epoch, _, rest = version.partition(':') if ':' in version else ('0', '', version)
+    epoch, _sep, rest = version.partition(':') if ':' in version else ('0', '', version)
     if '-' in rest:
-        upstream, _, revision = rest.rpartition('-')
+        upstream, _sep, revision = rest.rpartition('-')
     else:
         upstream, revision = rest, ''
     return int(epoch or 0), upstream, revision
@@ -446,7 +446,10 @@ def family_findings(res, packages, pin_text, names=()):
     installed = dict((n, p) for n, p in packages.items() if p.get('status') == 'installed')
     family, exclude = res.get('family') or [], res.get('exclude') or []
     following = res.get('kernel_following') or []
-    is_following = lambda name: any(fnmatch.fnmatchcase(name, g) for g in following)  # noqa: E731
+
+    def is_following(name):
+        return any(fnmatch.fnmatchcase(name, g) for g in following)
+
     branch = str(res['branch'])
     install = list(res.get('install') or [])
     main = res.get('version_from') or (install[0] if install else None)
@@ -496,9 +499,9 @@ def family_findings(res, packages, pin_text, names=()):
         reasons.append('%s is missing: nothing pins the driver to %s' % (path, version))
     elif expected not in pin_text:
         have = re.findall(r'(?m)^Pin: version (\S+)\nPin-Priority: 1001$', pin_text)
-        if have != [v for v in (pinned or [version])]:
-            reasons.append('%s does not pin exactly %s (pins %s)' % (path, ', '.join(pinned or [version]),
-                                                                    ', '.join(have) or 'nothing'))
+        if have != list(pinned or [version]):
+            reasons.append('%s does not pin exactly %s (pins %s)'
+                           % (path, ', '.join(pinned or [version]), ', '.join(have) or 'nothing'))
         else:
             listed = set(w for ln in pin_text.splitlines() if ln.startswith('Package:') for w in ln.split()[1:])
             keep, block = pin_names(known, family, exclude, branch, res.get('other_branches') or [])

@@ -325,4 +325,3 @@ def gather(module, nvswitch_devices=None):
         gpu = pool.submit(gather_gpu_facts, module, nvswitch_devices)
         host = pool.submit(gather_host_facts, module)
     return dict(nvidia_gpu=gpu.result(), rigkeeper_host=host.result())
-

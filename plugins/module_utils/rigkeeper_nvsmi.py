@@ -320,12 +320,10 @@ def _gpu_from_xml(gpu, index):
         'mig_mode': to_bool(_text(gpu, 'mig_mode/current_mig')),
         # power_draw (<= v12) is what --query-gpu calls power.draw; v13 splits it into an average
         # (same as power.draw) and an instant reading; the average can be N/A, then use the instant.
-        'power_draw_w': to_float(_first(power, ('power_draw', 'average_power_draw',
-                                                 'instant_power_draw'))),
+        'power_draw_w': to_float(_first(power, ('power_draw', 'average_power_draw', 'instant_power_draw'))),
         # The limit that `nvidia-smi -pl` sets (--query-gpu power.limit): <power_limit> up to v12,
         # <requested_power_limit> from the 535-era schema on.
-        'power_limit_w': to_float(_first(power, ('requested_power_limit', 'power_limit',
-                                                  'current_power_limit'))),
+        'power_limit_w': to_float(_first(power, ('requested_power_limit', 'power_limit', 'current_power_limit'))),
         'power_default_w': to_float(_text(power, 'default_power_limit')),
         'power_min_w': to_float(_text(power, 'min_power_limit')),
         'power_max_w': to_float(_text(power, 'max_power_limit')),

@@ -124,7 +124,7 @@ class Host(object):
         if exe is None:
             return None, '', '%s: command not found' % argv[0]
         try:
-            proc = subprocess.run([exe] + list(argv[1:]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            proc = subprocess.run([exe] + list(argv[1:]), check=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   env=self.env, timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             return 124, '', '%s: no answer within %d s' % (argv[0], timeout)
@@ -436,7 +436,7 @@ def parse_kv(text, lower=True):
     """`sshd -T` lines "key value..." -> {key: [values]} (a key may repeat)."""
     out = {}
     for line in text.splitlines():
-        key, _, value = line.strip().partition(' ')
+        key, _sep, value = line.strip().partition(' ')
         if not key:
             continue
         out.setdefault(key.lower() if lower else key, []).append(value.strip())
@@ -479,8 +479,8 @@ def check_command(res, host):
         return result(ERROR, '%s did not answer within %s s' % (' '.join(argv), res.get('timeout', 30)))
     if rc != 0 and rc not in (res.get('ok_rc') or []):
         text = (err or out).strip().splitlines()
-        return result(ERROR, '%s failed (rc %s): %s' % (' '.join(shlex.quote(a) for a in argv), rc,
-                                                         ' | '.join(text[:4]) or 'no output'))
+        return result(ERROR, '%s failed (rc %s): %s'
+                      % (' '.join(shlex.quote(a) for a in argv), rc, ' | '.join(text[:4]) or 'no output'))
     parse = res.get('parse', 'text')
     reasons = []
     if parse == 'kv':
@@ -535,6 +535,7 @@ def check_authorized_keys(res, host):
     except (IOError, OSError):
         return result(ABSENT, '%s does not exist' % path)
     have = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith('#')]
+
     def key_of(line):
         parts = line.split()
         for i, p in enumerate(parts):
@@ -568,8 +569,8 @@ def check_json_file(res, host):
         if not found:
             reasons.append('%s: no %s, wanted %s' % (path, dotted, json.dumps(wanted, sort_keys=True)))
         elif have != wanted:
-            reasons.append('%s: %s is %s, wanted %s' % (path, dotted, json.dumps(have, sort_keys=True),
-                                                         json.dumps(wanted, sort_keys=True)))
+            reasons.append('%s: %s is %s, wanted %s'
+                           % (path, dotted, json.dumps(have, sort_keys=True), json.dumps(wanted, sort_keys=True)))
     for dotted in res.get('absent_keys') or []:
         _have, found = _dig(data, dotted)
         if found:
@@ -604,7 +605,7 @@ def enabled_source_urls(text, deb822):
         for line in stanza.splitlines():
             if line.startswith('#') or not line.strip() or line[:1] in ' \t':
                 continue
-            key, _, value = line.partition(':')
+            key, _sep, value = line.partition(':')
             fields[key.strip().lower()] = value.strip()
         if fields.get('enabled', 'yes').lower() == 'no':
             continue
@@ -766,10 +767,11 @@ def judge_fact(res, facts):
         return _r('ok')
     if check == 'reboot_required':
         if host.get('reboot_required_file'):
-            return _r('warn', 'the OS asks for a reboot (%s)' % (', '.join(host.get('reboot_required_pkgs') or [])
-                                                                  or '/var/run/reboot-required'))
+            why = ', '.join(host.get('reboot_required_pkgs') or []) or '/var/run/reboot-required'
+            return _r('warn', 'the OS asks for a reboot (%s)' % why)
         return _r('ok')
     return _r('error', 'unknown fact check %r' % check)
+
 
 # Keys the kernel reads several times (console=tty1 console=ttyS0): every value counts.
 CMDLINE_MULTI_VALUED = ('console',)

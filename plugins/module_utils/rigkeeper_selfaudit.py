@@ -76,7 +76,7 @@ class Runner(object):
 
     def run_command(self, args):
         try:
-            proc = subprocess.run(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env,
+            proc = subprocess.run(list(args), check=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env,
                                   stdin=subprocess.DEVNULL, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return 127, '', str(exc)
@@ -211,8 +211,9 @@ def run(config, now=time.time):
         'success': result['success'], 'error': error, 'version': result.get('version'),
         'reboot': [dict((k, f[k]) for k in ('id', 'label', 'reasons')) for f in result.get('reboot') or []],
         'reboot_since': result.get('reboot_since'),
-        'roles': dict((role, {'status': s['status'], 'findings': [dict((k, f[k]) for k in ('id', 'label', 'status', 'reasons'))
-                                                                    for f in s['findings']]})
+        'roles': dict((role, {'status': s['status'],
+                              'findings': [dict((k, f[k]) for k in ('id', 'label', 'status', 'reasons'))
+                                           for f in s['findings']]})
                       for role, s in (result.get('roles') or {}).items()),
     }
     os.makedirs(os.path.dirname(config['state_path']), mode=0o755, exist_ok=True)
@@ -241,13 +242,13 @@ def main(argv=None):
     try:
         config = load_json(args.config, 'the self-audit configuration')
     except WantedError as exc:
-        print('rigkeeper-selfaudit: %s' % exc, file=sys.stderr)
+        sys.stderr.write('rigkeeper-selfaudit: %s\n' % exc)
         return 2
     rc, state = run(config)
     if args.show or rc:
-        print(show(state), file=sys.stdout if rc == 0 else sys.stderr)
+        (sys.stdout if rc == 0 else sys.stderr).write(show(state) + '\n')
     return rc
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

@@ -29,7 +29,7 @@ description:
     O(url) with another keyring, the module fails before anything changes.
 version_added: "0.1.0"
 author:
-  - rigkeeper contributors
+  - rigkeeper developers (@rigkeeper)
 notes:
   - "URLs are compared the way apt does: a trailing slash does not count, the scheme and host are
     case-insensitive. Variables such as C($(ARCH)) are compared as written."
@@ -83,11 +83,15 @@ options:
     default: /etc/apt/sources.list.d
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: One diff per changed file, its text before and after.
   platform:
+    description: Target OS/families that can be operated against.
+    support: full
     platforms: debian
 requirements:
   - dpkg-query on the managed host (to tell which files packages own)
@@ -130,12 +134,12 @@ entries:
   elements: dict
   contains:
     file: {description: The file., type: str}
-    line: {description: The entry's line (one-line format) or its stanza's first line (deb822), from 1., type: int}
+    line: {description: "The entry's line (one-line format) or its stanza's first line (deb822), from 1.", type: int}
     format: {description: C(one-line) or C(deb822)., type: str}
     types: {description: C(deb) and/or C(deb-src)., type: list}
     uris: {description: The entry's URIs (a deb822 stanza may list several)., type: list}
     signed_by: {description: Its Signed-By (null when none; an inline key shows as C(<inline key>))., type: str}
-    owner: {description: The package that owns the file (dpkg), or null., type: str}
+    owner: {description: "The package that owns the file (dpkg), or null.", type: str}
     action:
       description:
         - C(kept) (same Signed-By), C(own) (in O(path)), C(disabled) (this run, or would be in check mode),
@@ -275,7 +279,7 @@ def parse_deb822(text):
         if line[0] in ' \t':
             if field is None:
                 raise SourceError('line %d: a continuation line without a field' % (index + 1))
-            value, first, _ = current['fields'][field]
+            value, first, _unused = current['fields'][field]
             piece = line.strip()
             current['fields'][field] = (value + '\n' + ('' if piece == '.' else piece), first, index)
             continue
@@ -288,7 +292,10 @@ def parse_deb822(text):
         stanzas.append(current)
     for stanza in stanzas:
         fields = stanza['fields']
-        get = lambda key: fields.get(key, ('', None, None))[0]
+
+        def get(key):
+            return fields.get(key, ('', None, None))[0]
+
         signed = get('signed-by').strip()
         if 'BEGIN PGP' in signed:
             signed = INLINE_KEY
@@ -364,13 +371,13 @@ def disable_text(path, text, targets):
         fields = stanza['fields']
         keep = [u for u in entry['uris'] if u not in uris]
         if keep:
-            _, first, last = fields['uris']
+            _unused, first, last = fields['uris']
             lines[first:last + 1] = ['URIs: %s\n' % ' '.join(keep)]
             lines.insert(stanza['start'], '%sURIs %s removed from this stanza: %s\n'
                          % (DISABLED_PREFIX, ' '.join(uris), reason))
             continue
         if 'enabled' in fields:
-            _, first, last = fields['enabled']
+            _unused, first, last = fields['enabled']
             lines[first:last + 1] = ['Enabled: no\n']
         else:
             lines.insert(stanza['end'] + 1, 'Enabled: no\n')
@@ -386,7 +393,7 @@ def _signature(entry):
 def check_edit(path, before, after, targets, url, prefixes, disable_files):
     """The edited text must parse, with the targets disabled and every other entry as it was."""
     whole = path in disable_files
-    target_lines = {_line_of(where) for _, where, _, _ in targets}
+    target_lines = {_line_of(where) for _unused, where, _unused2, _unused3 in targets}
     wanted = []
     for entry, where in parse_file(path, before):
         if not entry['enabled']:
@@ -397,7 +404,7 @@ def check_edit(path, before, after, targets, url, prefixes, disable_files):
                 wanted.append(_signature(dict(entry, uris=rest)))
             continue
         wanted.append(_signature(entry))
-    got = [_signature(entry) for entry, _ in parse_file(path, after) if entry['enabled']]
+    got = [_signature(entry) for entry, _unused in parse_file(path, after) if entry['enabled']]
     return got == wanted
 
 
@@ -469,12 +476,12 @@ class AptSourceGuard(object):
         """{path: package} for the paths dpkg knows (dpkg-query -S); one call for all."""
         if not paths or not self.dpkg_query:
             return {}
-        _, out = self.query([self.dpkg_query, '-S'] + sorted(paths), ok=(0, 1))
+        _unused, out = self.query([self.dpkg_query, '-S'] + sorted(paths), ok=(0, 1))
         owners = {}
         for line in out.splitlines():
             if line.startswith('diversion by') or ': ' not in line:
                 continue
-            packages, _, path = line.partition(': ')
+            packages, _sep, path = line.partition(': ')
             if path in paths:
                 owners[path] = packages.split(',')[0].strip().split(':')[0]
         return owners
@@ -486,7 +493,7 @@ class AptSourceGuard(object):
         rc, out = self.query([self.dpkg_query, '-W', '-f=${db:Status-Abbrev}', self.package], ok=(0, 1))
         if rc != 0 or len(out) < 2 or out[1] != 'i':
             return False, []
-        _, out = self.query([self.dpkg_query, '-L', self.package])
+        _unused, out = self.query([self.dpkg_query, '-L', self.package])
         files = []
         for line in out.splitlines():
             path = line.strip()
@@ -608,7 +615,7 @@ class AptSourceGuard(object):
 
     def judge_package(self, package_files, parsed):
         """The installed package's sources must be this very repository with this keyring."""
-        entries = [(path, entry) for path in package_files for entry, _ in parsed.get(path, []) if entry['enabled']]
+        entries = [(path, entry) for path in package_files for entry, _unused in parsed.get(path, []) if entry['enabled']]
         ours = [(path, entry) for path, entry in entries if any(uri_matches(u, self.url) for u in entry['uris'])]
         listed = ', '.join('%s (%s)' % (' '.join(e['uris']), p) for p, e in entries) or 'no enabled entry'
         if not ours:

@@ -18,7 +18,7 @@ description:
   - Does not run C(update-grub); notify a handler that does, and reboot deliberately.
 version_added: "0.1.0"
 author:
-  - rigkeeper contributors
+  - rigkeeper developers (@rigkeeper)
 notes:
   - "How the value is computed. C(grub-mkconfig) sources C(/etc/default/grub), then
     C(/etc/default/grub.d/*.cfg) in lexical order, and a later assignment replaces an
@@ -118,11 +118,15 @@ options:
     default: present
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff is the drop-in's text before and after.
   platform:
+    description: Target OS/families that can be operated against.
+    support: full
     platforms: posix
 requirements:
   - bash on the managed host

@@ -22,7 +22,7 @@ description:
     simulation only; nothing on the host changes.
 version_added: 0.1.0
 author:
-  - rigkeeper contributors
+  - rigkeeper developers (@rigkeeper)
 attributes:
   check_mode:
     description: Can run in check_mode; it never changes anything.
@@ -286,7 +286,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_apt import (  # noqa: F401 (the unit tests use them from here too)
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_apt import (  # noqa: F401 pylint: disable=unused-import
     split_version, _order, _compare_part, compare_versions, sort_versions, upstream_of,
     version_branch, pin_glob, name_branch, in_family, block_globs, pin_names, render_preferences,
     parse_madison, parse_dpkg, already_installed, parse_simulation, describe, unmet_lines,
@@ -385,7 +385,9 @@ def run_module(module):
                              selection=p['want'])
                         for p in installed if in_family(p['name'], family, exclude)]
 
-    is_following = lambda name: any(fnmatch.fnmatchcase(name, g) for g in following)  # noqa: E731
+    def is_following(name):
+        return any(fnmatch.fnmatchcase(name, g) for g in following)
+
     asked = [main_pkg] + [n for n in packages if n != main_pkg] + params['pre_packages']
     apt_cache = module.get_bin_path('apt-cache', True)
     rc, out, err = module.run_command([apt_cache, 'madison'] + asked)

@@ -24,7 +24,7 @@ description:
   - Never changes anything on the host.
 version_added: 0.1.0
 author:
-  - rigkeeper contributors
+  - rigkeeper developers (@rigkeeper)
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -101,7 +101,7 @@ notes:
     upper-case hex). Use them, not UUIDs, as GPU keys - UUIDs are masked or duplicated in some
     real outputs.
   - C(lspci -D -vvv) needs root to show the ACS capability; without it
-    RV(ansible_facts.rigkeeper_host.acs.checked) is V(false).
+    C(ansible_facts.rigkeeper_host.acs.checked) is V(false).
   - Commands run with C(LC_ALL=C).
 requirements:
   - nvidia-smi (optional; its absence is reported, not an error)
@@ -268,7 +268,8 @@ ansible_facts:
           description: With Secure Boot on, whether the local MOK (O(mok_key_path)) is enrolled; null when unknown.
           type: bool
         runfile:
-          description: Leftovers of NVIDIA's .run installer, C(uninstaller) (C(/usr/bin/nvidia-uninstall) exists) and C(stray_libraries) (libnvidia-ml files no package owns).
+          description: Leftovers of NVIDIA's .run installer, C(uninstaller) (C(/usr/bin/nvidia-uninstall) exists) and
+            C(stray_libraries) (libnvidia-ml files no package owns).
           type: dict
         reboot_required_file:
           description: C(/var/run/reboot-required) exists (the OS asks for a reboot, e.g. after a kernel update).
@@ -286,10 +287,11 @@ ansible_facts:
 '''
 
 import glob
-import platform  # noqa: F401 (tests patch platform.machine through this module)
+# The unit tests patch platform.machine and reach the facts helpers through this module.
+import platform  # noqa: F401 pylint: disable=unused-import
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_facts import (  # noqa: F401 (the unit tests reach them through this module)
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_facts import (  # noqa: F401 pylint: disable=unused-import
     _read, _listdir, _output, _run, find_nvidia_smi, _tool, _matrix, gather_gpu_facts, _lspci_text,
     _mokutil_text, _module_version_text, _lib_paths, _owned, _kernels, _boot_module_text,
     _lib_names, _mok_texts, gather_host_facts, gather, DEFAULT_LIB_DIRS, HOST_PATHS, SEARCH_DIRS,

@@ -22,7 +22,7 @@ description:
     (C(rigkeeper_probe)) checks the same drop-in, link and running daemon.
 version_added: 0.1.0
 author:
-  - rigkeeper contributors
+  - rigkeeper developers (@rigkeeper)
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -94,7 +94,7 @@ def persistence_exec(exec_start):
     match = re.search(r'argv\[\]=([^;]*)', exec_start or '')
     command = (match.group(1) if match else '').strip() or '/usr/bin/nvidia-persistenced'
     command = re.sub(r' --(no-)?persistence-mode(?= |$)', '', command).strip()
-    program, _, rest = command.partition(' ')
+    program, _sep, rest = command.partition(' ')
     return ('%s --persistence-mode %s' % (program, rest)).strip()
 
 
@@ -105,7 +105,7 @@ def show(module, unit):
         module.fail_json(msg='systemctl show %s failed: %s' % (unit, (err or out).strip()))
     props = {}
     for line in out.splitlines():
-        key, _, value = line.partition('=')
+        key, _sep, value = line.partition('=')
         props[key] = value
     return props
 

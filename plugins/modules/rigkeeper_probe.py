@@ -26,7 +26,7 @@ description:
   - Never changes anything on the host.
 version_added: 0.1.0
 author:
-  - rigkeeper contributors
+  - rigkeeper developers (@rigkeeper)
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.

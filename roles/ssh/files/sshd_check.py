@@ -236,7 +236,10 @@ def explain(problem, tree, ours, specs):
     Match blocks for other users are left out; when nothing is left, every line is named."""
     keyword, wanted, actual = problem
     users = [spec.split(",", 1)[0].split("=", 1)[1] for spec in specs]
-    shown = lambda v: ", ".join(v) if isinstance(v, list) else ("(not set)" if v is None else v)
+
+    def shown(v):
+        return ", ".join(v) if isinstance(v, list) else ("(not set)" if v is None else v)
+
     head = "%s: sshd -T -C %s shows '%s %s', rigkeeper wants '%s %s' (or stricter)" % (
         keyword, " / ".join(specs), keyword, shown(actual), keyword, shown(wanted))
     entries = [(i, e) for i, e in enumerate(tree) if e["keyword"] == keyword]
@@ -307,11 +310,11 @@ def _read_tree(config, dropin_dir):
 
 
 def _run(argv):
-    return subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, LC_ALL="C"))
+    return subprocess.run(argv, check=False, capture_output=True, text=True, env=dict(os.environ, LC_ALL="C"))
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--wanted", required=True, help="JSON: settings, users, ours, lport")
     parser.add_argument("--candidate", action="append", default=[], metavar="LIVE=PATH")
     parser.add_argument("--candidates-json", metavar="FILE", help="JSON {live path: content}; - for stdin")
