@@ -31,7 +31,8 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
 
-from ansible_collections.rigkeeper.gpu.plugins.filter import rigkeeper_docker, rigkeeper_policy, rigkeeper_vars, rigkeeper_wanted
+from ansible_collections.rigkeeper.gpu.plugins.filter import rigkeeper_docker, rigkeeper_vars, rigkeeper_wanted
+from ansible_collections.rigkeeper.gpu.plugins.module_utils import rigkeeper_policy_cuda
 from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_probe import summarize
 
 # The collection's root (plugins/action/ -> ../..): its roles are the ones this action compiles.
@@ -235,7 +236,7 @@ class ActionModule(ActionBase):
             try:
                 ctx = RoleContext(self, role, task_vars, overlay)
                 compiled[role] = rigkeeper_wanted.compile_role(
-                    role, ctx, {'rigkeeper_policy': rigkeeper_policy, 'rigkeeper_docker': rigkeeper_docker})
+                    role, ctx, {'rigkeeper_policy': rigkeeper_policy_cuda, 'rigkeeper_docker': rigkeeper_docker})
             except Exception as exc:  # a policy refusal or a bad variable: this role's error
                 msg = to_text(exc)
                 if fail_on_error:
@@ -271,7 +272,7 @@ class ActionModule(ActionBase):
                 for r in c['resources']:
                     if r['kind'] == 'fact':
                         try:
-                            results[r['id']] = rigkeeper_wanted.judge_fact(r, facts, rigkeeper_policy)
+                            results[r['id']] = rigkeeper_wanted.judge_fact(r, facts)
                         except Exception as exc:
                             results[r['id']] = {'status': 'error', 'reasons': ['%s: %s' % (r['label'], exc)]}
             # What only a reboot brings is the "reboot" check's warning, not the role's drift.

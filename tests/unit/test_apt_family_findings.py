@@ -46,8 +46,8 @@ def test_debians_separately_versioned_members_are_not_leftovers():
 
 
 def test_the_policy_names_debians_separately_versioned_members_for_debian_only():
-    import rigkeeper_policy as policy
-    names = policy.POLICY["packages"]["versioned_apart_debian"]["names"]
+    from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_policy_data import POLICY
+    names = POLICY["packages"]["versioned_apart_debian"]["names"]
     assert "nvidia-persistenced" in names and "nvidia-settings" in names
 
 

@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
-"""Unit tests for plugins/filter/rigkeeper_policy.py (the policy layer).
+"""Unit tests for the policy layer: plugins/module_utils/rigkeeper_policy_*.py, through the filter
+plugin plugins/filter/rigkeeper_policy.py that maps their names.
 
 GPU dicts follow docs/facts.md; power numbers are the observed ones in FACTS.md (RTX 3090
 350/100/350 W, RTX 4090 450/150/600 W).
@@ -16,6 +17,7 @@ import pytest
 
 
 import rigkeeper_policy as policy  # noqa: E402
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_policy_data import POLICY  # noqa: E402
 from ansible.errors import AnsibleFilterError  # noqa: E402
 
 TODAY = '2026-11-15'
@@ -95,7 +97,7 @@ def test_filter_module_maps_exact_names():
 
 
 def _entries():
-    p = policy.POLICY
+    p = POLICY
     yield from (('driver_branches', k, v) for k, v in p['driver_branches'].items())
     yield from (('architecture_last_branch', k, v) for k, v in p['architecture_last_branch'].items())
     yield 'default_branch', '', p['default_branch']
@@ -130,7 +132,7 @@ def test_every_table_entry_has_a_source(table, key, entry):
     ('p2p-rtx4090', ['NVIDIA/nccl-tests#117']),
 ])
 def test_known_issues_cite_their_reports(issue_id, ids):
-    issue = next(i for i in policy.POLICY['known_issues'] if i['id'] == issue_id)
+    issue = next(i for i in POLICY['known_issues'] if i['id'] == issue_id)
     assert_words(issue['source'], ids)
 
 
@@ -553,7 +555,7 @@ CUDA_TABLE = [('11.8', '520.61.05'), ('12.0', '525.60.13'), ('12.1', '530.30.02'
 def test_cuda_table_rows(cuda, minimum):
     out = policy.rk_cuda_check(cuda, minimum)
     assert out == {'ok': True, 'mode': 'full', 'warnings': [], 'cuda': cuda, 'driver': minimum,
-                   'min_driver': minimum, 'source': policy.POLICY['cuda']['min_driver'][cuda]['source']}
+                   'min_driver': minimum, 'source': POLICY['cuda']['min_driver'][cuda]['source']}
     assert 'CUDA 13.1 release notes, table 3' in out['source']
     assert policy.rk_cuda_check(cuda, minimum.split('.')[0])['mode'] == 'full'  # its branch
 

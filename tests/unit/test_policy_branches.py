@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 """Driver branches: the branch table, the last branch per architecture and the default branch
-(plugins/filter/rigkeeper_policy.py, issue #12 section 2). Data from ../shared/FACTS.md,
+(plugins/module_utils/rigkeeper_policy_driver.py, issue #12 section 2). Data from ../shared/FACTS.md,
 "Driver branches" (re-checked Dec 2026) and "CUDA toolkit -> minimum Linux driver"."""
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ import datetime
 import pytest
 
 from test_policy import assert_words, err, gpu, gpus_of, policy
+
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_policy_common import _months_left
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_policy_data import POLICY
 
 SUPPORTED_PAGE = "'Supported Drivers and CUDA Toolkit Versions' page, 615 and 620 editions"
 MATRIX = "NVIDIA's CUDA toolkit, driver and architecture matrix"
@@ -46,13 +49,13 @@ BRANCHES = [
 
 @pytest.mark.parametrize('branch,kind,eol,ended', BRANCHES)
 def test_branch_rows_match_facts(branch, kind, eol, ended):
-    row = policy.POLICY['driver_branches'][branch]
+    row = POLICY['driver_branches'][branch]
     assert (row['type'], row['eol'], row['ended']) == (kind, eol, ended)
     assert_words(row['source'], [SUPPORTED_PAGE, 'FACTS.md: Driver branches'])
 
 
 def test_branch_table_has_exactly_these_rows():
-    table = policy.POLICY['driver_branches']
+    table = POLICY['driver_branches']
     assert sorted(table) == [b for b, *_ in BRANCHES]
     assert {row['type'] for row in table.values()} == {'LTSB', 'production', 'feature', 'short-lived'}
 
@@ -64,18 +67,18 @@ def test_branch_table_has_exactly_these_rows():
     ('Volta', 580, [MATRIX, 'FACTS.md: Driver branches']),
 ])
 def test_last_branch_rows(arch, last, words):
-    row = policy.POLICY['architecture_last_branch'][arch]
+    row = POLICY['architecture_last_branch'][arch]
     assert row['last_branch'] == last and row['verified'] is True
     assert 'UNVERIFIED' not in row['source']
     assert_words(row['source'], words)
 
 
 def test_last_branch_table_has_only_pre_turing_rows():
-    assert sorted(policy.POLICY['architecture_last_branch']) == ['Kepler', 'Maxwell', 'Pascal', 'Volta']
+    assert sorted(POLICY['architecture_last_branch']) == ['Kepler', 'Maxwell', 'Pascal', 'Volta']
 
 
 def test_default_branch_data_records_its_rationale():
-    row = policy.POLICY['default_branch']
+    row = POLICY['default_branch']
     assert row['type'] == 'LTSB' and row['min_support_months'] == 12
     assert_words(row['source'], ['mature LTSB', 'P2P', '545', '555', '560', SUPPORTED_PAGE])
 
@@ -91,7 +94,7 @@ def test_default_branch_data_records_its_rationale():
 ])
 def test_months_left_counts_calendar_months(eol, today, left):
     day = datetime.date.fromisoformat(today)
-    assert policy._months_left({'eol': eol}, day) == left
+    assert _months_left({'eol': eol}, day) == left
 
 
 # ============================================================================================
@@ -158,10 +161,10 @@ def test_branch_refusal_precedes_cuda_and_flavor_checks():
 
 
 def test_unverified_last_branch_warns_instead_of_refusing(monkeypatch):
-    table = dict(policy.POLICY['architecture_last_branch'])
+    table = dict(POLICY['architecture_last_branch'])
     table['Kepler'] = {'last_branch': 470, 'verified': False,
                        'source': 'forum post, UNVERIFIED [no source in FACTS.md]'}
-    monkeypatch.setitem(policy.POLICY, 'architecture_last_branch', table)
+    monkeypatch.setitem(POLICY, 'architecture_last_branch', table)
     out = policy.rk_driver_decision([kepler()], branch=580, today='2026-12-01')
     warned = [w for w in out['warnings'] if 'may not drive these GPUs' in w]
     assert len(warned) == 1
@@ -171,9 +174,9 @@ def test_unverified_last_branch_warns_instead_of_refusing(monkeypatch):
 
 
 def test_unverified_by_flag_alone_warns(monkeypatch):
-    table = dict(policy.POLICY['architecture_last_branch'])
+    table = dict(POLICY['architecture_last_branch'])
     table['Pascal'] = dict(table['Pascal'], verified=False)
-    monkeypatch.setitem(policy.POLICY, 'architecture_last_branch', table)
+    monkeypatch.setitem(POLICY, 'architecture_last_branch', table)
     out = policy.rk_driver_decision(gpus_of('1070'), branch=590, today='2026-12-01')
     assert any('may not drive these GPUs' in w and 'nvidia_driver_branch: 580' in w for w in out['warnings'])
 
@@ -228,7 +231,7 @@ DEFAULTS = [
 def test_default_branch(today, gpus, cuda, branch, words):
     out = policy.rk_driver_decision(gpus, cuda_versions=cuda, today=today)
     assert out['branch'] == branch
-    assert out['type'] == 'LTSB' and out['eol'] == policy.POLICY['driver_branches'][int(branch)]['eol']
+    assert out['type'] == 'LTSB' and out['eol'] == POLICY['driver_branches'][int(branch)]['eol']
     assert out['reasons'][0].startswith(f'branch {branch}: none requested; ')
     assert_words(' | '.join(out['reasons']), words)
     for c in cuda:  # the default runs every wanted CUDA in full, never through minor-version compat

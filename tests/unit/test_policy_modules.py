@@ -10,6 +10,8 @@ import pytest
 
 from test_policy import assert_words, err, policy
 
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_policy_data import POLICY
+
 FACTS_SB = ("Secure Boot needs MOK-signed DKMS modules (enrolment needs the console), or Canonical's signed "
             "precompiled linux-modules-nvidia-* packages")
 KEY_REJECTED = "modprobe: ERROR: could not insert 'nvidia': Key was rejected by service"
@@ -104,7 +106,7 @@ def test_module_plan_bad_input(args, words):
 
 
 def test_module_plan_data_cites_its_sources():
-    row = policy.POLICY['modules']['secure_boot']
+    row = POLICY['modules']['secure_boot']
     assert row['kernel_error'] == KEY_REJECTED
     assert row['mok_import'] == 'mokutil --import /var/lib/shim-signed/mok/MOK.der'
     assert_words(row['source'], [FACTS_SB, 'FACTS.md: Headless', 'precompiled signed drivers'])
@@ -142,7 +144,6 @@ def test_the_read_only_hardware_run_sets_every_preflight_check_to_warn():
     import json
     import re
     from pathlib import Path
-    from rigkeeper_policy import POLICY
     text = (Path(__file__).resolve().parents[2] / 'tests/hardware/run-readonly.sh').read_text()
     listed = json.loads(re.search(r"-e '(\{\"preflight_severities\".*?\})'", text).group(1))['preflight_severities']
     assert set(listed) == set(POLICY['preflight']['checks']) and set(listed.values()) == {'warn'}

@@ -13,6 +13,8 @@ import pytest
 
 from test_policy import assert_words, err, policy
 
+from ansible_collections.rigkeeper.gpu.plugins.module_utils.rigkeeper_policy_data import POLICY
+
 KERNEL_FOLLOWING = ['linux-modules-nvidia-*', 'linux-objects-nvidia-*', 'linux-signatures-nvidia-*']
 
 
@@ -164,7 +166,7 @@ def test_ubuntu_pins_the_kernel_following_packages_by_name():
 @pytest.mark.parametrize('branch,source,kwargs', ALL)
 def test_other_branches(branch, source, kwargs):
     out = pkgs(branch, source, **kwargs)
-    table = sorted(policy.POLICY['driver_branches'])
+    table = sorted(POLICY['driver_branches'])
     assert out['other_branches'] == [str(b) for b in table if b != branch]
     assert str(branch) not in out['other_branches'] and len(out['other_branches']) == len(table) - 1
 
