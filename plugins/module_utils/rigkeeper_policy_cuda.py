@@ -54,7 +54,7 @@ def rk_cuda_check(cuda_version, driver):
     """
     cuda = _parse_cuda(cuda_version)
     row = POLICY['cuda']['min_driver'][cuda]
-    major = int(cuda.split('.')[0])
+    major = int(cuda.split('.', maxsplit=1)[0])
     compat = POLICY['cuda']['minor_compat'][major]
     minimum = _parse_version(row['min_driver'])
     floor = _parse_version(compat['floor'])

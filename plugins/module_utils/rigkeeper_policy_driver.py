@@ -268,8 +268,8 @@ def _default_branch(gpus, cudas, day):
     chosen, how = _pick_default(runs, day, need)
     entry = _BRANCHES[chosen]
     left = _months_left(entry, day)
-    scope = (' that drives every GPU' if gpus else '') + (f' and runs CUDA {", ".join(cudas)} in full'
-                                                         if cudas else '')
+    scope = ((' that drives every GPU' if gpus else '')
+             + (f' and runs CUDA {", ".join(cudas)} in full' if cudas else ''))
     reasons, warnings = [], []
     if how == 'oldest':
         # The month the chosen branch drops below min_support_months, and the default from then on.

@@ -267,7 +267,7 @@ def rk_cudnn_packages(cuda_version, cudnn_major=9, dev=True, version=None):
         unknown CUDA, a version for another CUDA major.
     """
     cuda = _parse_cuda(cuda_version)
-    cuda_major = int(cuda.split('.')[0])
+    cuda_major = int(cuda.split('.', maxsplit=1)[0])
     if isinstance(cudnn_major, str) and cudnn_major.strip().isdigit():
         cudnn_major = int(cudnn_major)
     table = POLICY['cudnn']

@@ -145,7 +145,10 @@ def _check_ram(gpus, host, config, severity):
         return _finding('ram_vs_vram', True, severity,
                         'not checked: RAM or GPU memory size unknown in the facts')
     vram = sum(vram_parts)
-    gib = lambda mib: f'{mib / 1024:.1f} GiB'  # noqa: E731
+
+    def gib(mib):
+        return f'{mib / 1024:.1f} GiB'
+
     if ram < factor * vram:
         return _finding('ram_vs_vram', False, severity,
                         f'RAM {gib(ram)} is below {_tidy(factor)}x total GPU memory {gib(vram)} '
