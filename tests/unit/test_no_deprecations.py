@@ -43,10 +43,18 @@ PLAYBOOK = """
       ansible.builtin.set_fact:
         missing: "{{ ['gpg', 'docker.io'] | rigkeeper.gpu.rk_packages_missing('') }}"
         distribution: "{{ ansible_facts['distribution'] }}"
+    # A filter handed a play variable (a mapping that holds a template): what a filter gets is
+    # ansible-core's lazy container; copying it with copy.deepcopy printed a deprecation on 2.21.
+    - name: "container_toolkit | the wanted daemon.json"
+      vars:
+        daemon_current: {log-driver: "{{ 'journald' }}", runtimes: {crun: {path: /usr/bin/crun}}}
+      ansible.builtin.set_fact:
+        daemon: "{{ daemon_current | rigkeeper.gpu.rk_docker_daemon_wanted }}"
     - name: Write what the play saw
       ansible.builtin.copy:
         dest: "{{ out }}"
-        content: "{{ {'changed': cmdline.changed, 'missing': missing, 'distribution': distribution} | to_json }}"
+        content: "{{ {'changed': cmdline.changed, 'missing': missing, 'distribution': distribution,
+                      'daemon': daemon} | to_json }}"
         mode: "0644"
       check_mode: false
 """
@@ -81,6 +89,8 @@ def test_the_collection_runs_without_a_deprecation_warning(tmp_path):
     # The play did run what it says: the module saw the drift and changed nothing (check mode) ...
     seen = json.loads((tmp_path / "out.json").read_text())
     assert seen["changed"] is True and seen["missing"] == ["gpg", "docker.io"] and seen["distribution"]
+    assert seen["daemon"] == {"log-driver": "journald", "runtimes": {"crun": {"path": "/usr/bin/crun"},
+                                                                     "nvidia": {"path": "nvidia-container-runtime", "args": []}}}
     assert not list((grub / "grub.d").iterdir())
     # ... and the report callback, enabled by FQCN, reported it.
     report = json.loads((tmp_path / "r" / "play.json").read_text())
