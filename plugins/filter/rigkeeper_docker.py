@@ -20,7 +20,6 @@
 """
 from __future__ import annotations
 
-import copy
 import json
 import re
 
@@ -108,14 +107,25 @@ def rk_docker_install_plan(dpkg_query_stdout, source="keep", replace=False):
     return plan
 
 
+def _plain(value):
+    """A copy made of plain dicts and lists. What Ansible hands a filter may be its lazy containers:
+    copy.deepcopy of one copies its templar too, which ansible-core 2.21 reports as a deprecation
+    ("Instantiating filter PluginLoader with aliases is deprecated")."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _merge(base, extra):
     """Ansible's combine(recursive=True): mappings merge, anything else (lists too) replaces."""
-    out = copy.deepcopy(base)
+    out = _plain(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = _plain(value)
     return out
 
 

@@ -107,9 +107,11 @@ def test_dockerd_is_real_and_validates(repo, tmp_path):
     bad, good = tmp_path / "bad.json", tmp_path / "good.json"
     bad.write_text('{"rk-no-such-option": true}')
     good.write_text('{"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "args": []}}}')
-    r = subprocess.run([dockerd, "--validate", "--config-file", bad], capture_output=True, text=True)
+    # dockerd looks up its docker-proxy on PATH: the package's own, not whatever the controller has.
+    env = dict(os.environ, PATH=f"{tmp_path / 'x/usr/bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    r = subprocess.run([dockerd, "--validate", "--config-file", bad], capture_output=True, text=True, env=env)
     assert r.returncode != 0 and "don't match any configuration option: rk-no-such-option" in r.stderr
-    r = subprocess.run([dockerd, "--validate", "--config-file", good], capture_output=True, text=True)
+    r = subprocess.run([dockerd, "--validate", "--config-file", good], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "configuration OK" in r.stdout + r.stderr
     unit = (tmp_path / "x/usr/lib/systemd/system/docker.service").read_text()
     assert "ExecStart=/usr/bin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock" in unit
