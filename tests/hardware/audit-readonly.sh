@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The drift audit on a real GPU server, read-only, timed against its floor.
 #
-#   [RK_WANTS=VARS.yml] tests/hardware/audit-readonly.sh [REPORT_DIR] [REPEAT]
+#   [RK_WANTS=VARS.yml] [RK_COLLECTION=rigkeeper-gpu-X.tar.gz] tests/hardware/audit-readonly.sh [REPORT_DIR] [REPEAT]
+#
+# The audit is rigkeeper.gpu.audit: this repository as the collection (the link ./rk makes, made here
+# when missing), or with RK_COLLECTION the built collection installed into REPORT_DIR/collections
+# and run the way a user runs it: from REPORT_DIR, no ansible.cfg, the callback enabled by FQCN.
 #
 # Behind the guard of tests/hardware/guard.sh (every call that changes the machine is refused):
 #  - the GPU state every GPU reports (power limit, persistence, application clocks, compute mode)
@@ -10,7 +14,8 @@
 #    local connection) run REPEAT times each (default 3), the medians are printed with their ratio;
 #  - the audit must run to the end and report every role: ok, drift or not managed, never ERROR
 #    (absent components are drift on a server rigkeeper never converged);
-#  - the guard must have refused nothing and seen the facts' nvidia-smi call.
+#  - the guard must have refused nothing and seen the facts' nvidia-smi call;
+#  - the audit's output must hold no deprecation warning.
 # Needs Python >= 3.11 with ansible-core importable (PYTHONPATH to carried wheels where the server
 # has no package registry).
 set -euo pipefail
@@ -25,9 +30,22 @@ source "$root/tests/hardware/guard.sh"
 rk_guard_install "$guard" "$log"
 
 py=${PYTHON:-python3}
-export ANSIBLE_CONFIG="$root/ansible.cfg" RIGKEEPER_REPORT_DIR="$out" ANSIBLE_NOCOLOR=1
+export RIGKEEPER_REPORT_DIR="$out" ANSIBLE_NOCOLOR=1
 export ANSIBLE_LOCAL_TEMP="$out/.ansible-tmp" ANSIBLE_REMOTE_TEMP="$out/.ansible-tmp"
-cd "$root"
+if [ -n "${RK_COLLECTION:-}" ]; then
+  RK_COLLECTION=$(cd "$(dirname "$RK_COLLECTION")" && pwd)/$(basename "$RK_COLLECTION")
+  [ -z "${RK_WANTS:-}" ] || RK_WANTS=$(cd "$(dirname "$RK_WANTS")" && pwd)/$(basename "$RK_WANTS")
+  unset ANSIBLE_CONFIG
+  export ANSIBLE_COLLECTIONS_PATH="$out/collections" ANSIBLE_CALLBACKS_ENABLED=rigkeeper.gpu.rigkeeper_report
+  cd "$out"
+  "$py" -m ansible.cli.galaxy collection install --force -p "$out/collections" "$RK_COLLECTION"
+else
+  export ANSIBLE_CONFIG="$root/ansible.cfg"
+  link="$root/.cache/collections/ansible_collections/rigkeeper/gpu"
+  [ -L "$link" ] || { mkdir -p "$(dirname "$link")"; ln -sfn ../../../.. "$link"; }
+  cd "$root"
+fi
+"$py" -m ansible.cli.adhoc --version | head -1
 common=(-i localhost, -c local -e "ansible_python_interpreter=$(command -v "$py")")
 # RK_WANTS: a vars file with the host's wants (tests/hardware/h200-wants.yml), else the role defaults.
 if [ -n "${RK_WANTS:-}" ]; then common+=(-e "@$RK_WANTS"); fi
@@ -57,7 +75,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2
 floors=() audits=()
 for _ in $(seq "$repeat"); do
   floors+=("$(timeit floor "$py" -m ansible.cli.playbook "${common[@]}" "$floor_play")")
-  audits+=("$(timeit audit "$py" -m ansible.cli.playbook "${common[@]}" playbooks/audit.yml --check)")
+  audits+=("$(timeit audit "$py" -m ansible.cli.playbook "${common[@]}" rigkeeper.gpu.audit --check)")
 done
 floor=$(printf '%s\n' "${floors[@]}" | median)
 audit=$(printf '%s\n' "${audits[@]}" | median)
@@ -76,6 +94,9 @@ echo "floor runs: ${floors[*]}; audit runs: ${audits[*]}"
 status=0
 if [ "$before" != "$after" ]; then
   echo "the GPU state changed during the audit" >&2; status=3
+fi
+if grep -E 'DEPRECATION WARNING|DeprecationWarning' "$out/audit.log"; then
+  echo "the audit printed a deprecation warning (above)" >&2; status=7
 fi
 if grep -q '^REFUSED' "$log"; then
   echo "the guard refused a state-changing call: see above" >&2; status=3
