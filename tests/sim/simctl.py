@@ -165,7 +165,18 @@ def clean() -> None:
     images = run(["docker", "images", "-q", "--filter", "label=org.rigkeeper.sim"], capture=True, quiet=True).stdout.split()
     images += run(["docker", "images", "-q", "--filter", "reference=rigkeeper-*"], capture=True, quiet=True).stdout.split()
     if images:
+        # Containers of these images that are not labelled rigs (Molecule's instances, a controller
+        # run) would keep an image alive: `docker rmi -f` refuses an image a running container uses.
+        users = []
+        for image in sorted(set(images)):
+            users += run(["docker", "ps", "-aq", "--filter", "ancestor=" + image], capture=True, quiet=True).stdout.split()
+        if users:
+            run(["docker", "rm", "-f", "-v", *sorted(set(users))], check=False, capture=True, quiet=True)
+            ids += users
         run(["docker", "rmi", "-f", *sorted(set(images))], check=False, capture=True, quiet=True)
+        left = run(["docker", "images", "-q", "--filter", "reference=rigkeeper-*"], capture=True, quiet=True).stdout.split()
+        if left:
+            print("simctl clean: these rigkeeper images could not be removed: " + " ".join(sorted(set(left))))
     vols = run(["docker", "volume", "ls", "-q", "--filter", "label=org.rigkeeper.sim"], capture=True, quiet=True).stdout.split()
     if vols:
         run(["docker", "volume", "rm", "-f", *vols], check=False, capture=True, quiet=True)
