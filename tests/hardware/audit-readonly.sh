@@ -41,8 +41,7 @@ if [ -n "${RK_COLLECTION:-}" ]; then
   "$py" -m ansible.cli.galaxy collection install --force -p "$out/collections" "$RK_COLLECTION"
 else
   export ANSIBLE_CONFIG="$root/ansible.cfg"
-  link="$root/.cache/collections/ansible_collections/rigkeeper/gpu"
-  [ -L "$link" ] || { mkdir -p "$(dirname "$link")"; ln -sfn ../../../.. "$link"; }
+  rk_link_collection "$root"
   cd "$root"
 fi
 "$py" -m ansible.cli.adhoc --version | head -1

@@ -22,6 +22,13 @@
 # Absolute paths bypass PATH: the scripts using this guard also check that the tools they expect
 # went through it (a "passed:" line), and read the GPU state before and after.
 
+# The repository is the collection rigkeeper.gpu: ansible.cfg finds it through the link ./rk makes
+# (.cache does not travel to a lent server, so each script makes it).
+rk_link_collection() {
+  local link="$1/.cache/collections/ansible_collections/rigkeeper/gpu"
+  [ -L "$link" ] || { mkdir -p "$(dirname "$link")"; ln -sfn ../../../.. "$link"; }
+}
+
 rk_guard_install() {
   local dir=$1 log=$2
   mkdir -p "$dir"

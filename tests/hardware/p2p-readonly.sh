@@ -23,6 +23,7 @@ guard=$(mktemp -d)
 log="$out/guard.log"
 # shellcheck source=tests/hardware/guard.sh
 source "$root/tests/hardware/guard.sh"
+rk_link_collection "$root"
 rk_guard_install "$guard" "$log"
 
 nvcc=${NVCC:-/usr/local/cuda/bin/nvcc}

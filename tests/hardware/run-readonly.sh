@@ -20,6 +20,7 @@ log="$out/guard.log"
 real=$(command -v nvidia-smi || true)
 # shellcheck source=tests/hardware/guard.sh
 source "$root/tests/hardware/guard.sh"
+rk_link_collection "$root"
 rk_guard_install "$guard" "$log"
 
 py=${PYTHON:-python3}

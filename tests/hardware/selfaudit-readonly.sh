@@ -17,6 +17,7 @@ guard=$(mktemp -d)
 log="$out/guard.log"
 # shellcheck source=tests/hardware/guard.sh
 source "$root/tests/hardware/guard.sh"
+rk_link_collection "$root"
 rk_guard_install "$guard" "$log"
 py=${PYTHON:-python3}
 export ANSIBLE_CONFIG="$root/ansible.cfg" RIGKEEPER_REPORT_DIR="$out" ANSIBLE_NOCOLOR=1
@@ -32,7 +33,7 @@ before=$(state)
 "$py" -m ansible.cli.playbook "${common[@]}" tests/hardware/selfaudit-wanted.yml > "$out/compile.log" 2>&1 \
   || { tail -40 "$out/compile.log"; exit 5; }
 # Exactly what the monitoring role ships (plugins/filter/rigkeeper_wanted.py: SELFAUDIT_FILES).
-files=$("$py" -c "import sys; sys.path.insert(0, 'filter_plugins'); import rigkeeper_wanted as w; print(' '.join(w.SELFAUDIT_FILES))")
+files=$("$py" -c "import sys; sys.path.insert(0, 'plugins/filter'); import rigkeeper_wanted as w; print(' '.join(w.SELFAUDIT_FILES))")
 for f in $files; do cp "plugins/module_utils/$f" "$out/code/$f"; done
 "$py" - "$out" <<'PY'
 import json, sys

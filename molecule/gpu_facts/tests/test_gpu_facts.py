@@ -25,16 +25,16 @@ def facts():
     res = ansible_playbook("""
 - hosts: all
   gather_facts: false
-  roles: [gpu_facts]
+  roles: [rigkeeper.gpu.gpu_facts]
   tasks:
-    - {name: facts, ansible.builtin.debug: {var: nvidia_gpu}}
-    - {name: host, ansible.builtin.debug: {var: rigkeeper_host}}
+    - {name: facts, ansible.builtin.debug: {var: ansible_facts.nvidia_gpu}}
+    - {name: host, ansible.builtin.debug: {var: ansible_facts.rigkeeper_host}}
 """)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr
     # The json stdout callback prints one document; the report callback's summary follows it.
     tasks = json.JSONDecoder().raw_decode(res.stdout)[0]["plays"][0]["tasks"]
     host = list(tasks[-1]["hosts"])[0]
-    return tasks[-2]["hosts"][host]["nvidia_gpu"], tasks[-1]["hosts"][host]["rigkeeper_host"]
+    return tasks[-2]["hosts"][host]["ansible_facts.nvidia_gpu"], tasks[-1]["hosts"][host]["ansible_facts.rigkeeper_host"]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def preflight(extra_vars: dict) -> subprocess.CompletedProcess:
     return ansible_playbook("""
 - hosts: all
   gather_facts: false
-  roles: [preflight]
+  roles: [rigkeeper.gpu.preflight]
 """, "-e", json.dumps(extra_vars))
 
 
