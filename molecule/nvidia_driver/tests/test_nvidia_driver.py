@@ -97,7 +97,7 @@ def test_index_refreshes_are_stamped_and_the_next_run_skips_the_refresh(host, pl
     run = playbook()
     assert run.returncode == 0, run.output
     assert host.file("/etc/apt/apt.conf.d/51rigkeeper-nvidia-unattended").exists
-    refresh = run.output.split("TASK [nvidia_driver : Refresh the package index")[1].split("TASK [")[0]
+    refresh = run.output.split("TASK [rigkeeper.gpu.nvidia_driver : Refresh the package index")[1].split("TASK [")[0]
     assert "skipping:" in refresh, refresh
     assert host.check_output("stat -c %Y /var/lib/apt/periodic/update-success-stamp") == stamp
 
